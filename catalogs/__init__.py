@@ -1,0 +1,1 @@
+"""Registry of known rotation-period catalogues (``registry.toml``), shipped as package data."""

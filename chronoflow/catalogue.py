@@ -1,0 +1,486 @@
+"""The rotator catalogue: load, validate, select the training sample, extend and save.
+
+The catalogue is a table with one row per star: a rotation period ``Prot`` [d], the de-reddened
+Gaia colour ``BPRP_0`` [mag] and its error ``e_BPRP_0`` [mag], a membership probability and the
+fiducial (literature) age of the star's cluster ``fiducial_age_Myr`` [Myr]. The published
+catalogue (Van-Lane et al., ChronoFlow) is registered in ``catalogs/registry.toml`` and is
+downloaded once into the user cache with a pinned checksum.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._cache import fetch_verified
+from .errors import CatalogueError
+
+__all__ = [
+    "CATALOGUE_ENV",
+    "COLUMNS",
+    "MINIMAL_COLUMNS",
+    "add_cluster",
+    "catalogue_registry",
+    "load_catalogue",
+    "save_catalogue",
+    "summarize",
+    "training_sample",
+    "validate_catalogue",
+]
+
+#: Environment variable naming a local catalogue file (offline use).
+CATALOGUE_ENV = "CHRONOFLOW_CATALOGUE"
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: str  # "int", "float", "str", "flag"
+    nullable: bool = False
+    low: float | None = None  # inclusive unless low_open
+    high: float | None = None
+    low_open: bool = False
+    unit: str | None = None
+    allowed: str = ""  # how the rule reads in an error message
+
+
+#: The catalogue schema (version 1), in the published column order.
+COLUMNS: tuple[_Column, ...] = (
+    _Column("GaiaDR3_ID", "int", allowed="a unique integer Gaia DR3 source id"),
+    _Column("cluster", "str", allowed="a non-empty cluster name"),
+    _Column("subgroup", "str", allowed="a non-empty subgroup name"),
+    _Column("data_catalog", "str", allowed="a source name"),
+    _Column("Prot_source", "str", allowed="a source name"),
+    _Column("Prot", "float", low=0, low_open=True, unit="d", allowed="a finite period > 0 d"),
+    _Column("mem_prob_hdbscan", "float", nullable=True, low=0, high=1, allowed="a probability in [0, 1] or NULL"),
+    _Column("mem_prob_source", "float", low=0, high=1, allowed="a probability in [0, 1]"),
+    _Column("dr3_parallax_zpt_corrected", "float", nullable=True, unit="mas", allowed="a parallax in mas or NULL"),
+    _Column("dr3_ruwe", "float", nullable=True, low=0, low_open=True, allowed="a RUWE > 0 or NULL"),
+    _Column("G_0", "float", nullable=True, unit="mag", allowed="a magnitude or NULL"),
+    _Column("BPRP_0", "float", nullable=True, unit="mag", allowed="a colour in mag or NULL"),
+    _Column("e_BPRP_0", "float", nullable=True, low=0, low_open=True, unit="mag", allowed="an error > 0 mag or NULL"),
+    _Column("dustmap", "str", allowed="a dust map name"),
+    _Column("fiducial_age_Myr", "float", low=0, low_open=True, unit="Myr", allowed="a finite age > 0 Myr"),
+    _Column("cmd_exclude", "flag", allowed="0 or 1"),
+    _Column("dered_exclude", "flag", allowed="0 or 1"),
+    _Column("phot_exclude", "flag", allowed="0 or 1"),
+)
+_BY_NAME = {c.name: c for c in COLUMNS}
+
+#: The minimal schema accepted by :func:`add_cluster`, with the aliases it understands.
+MINIMAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "Prot": ("Prot", "prot", "period", "prot_d"),
+    "BPRP_0": ("BPRP_0", "bprp0", "bp_rp0", "colour", "color"),
+    "e_BPRP_0": ("e_BPRP_0", "e_bprp0", "colour_err", "color_err"),
+    "mem_prob_source": ("mem_prob_source", "membership", "p_member"),
+    "fiducial_age_Myr": ("fiducial_age_Myr", "age_myr", "age"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and loading
+# --------------------------------------------------------------------------------------------
+def catalogue_registry() -> dict[str, Any]:
+    """Return the registry of known catalogues (``catalogs/registry.toml``) as a dict.
+
+    Each entry has ``url``, ``sha256``, ``filename``, ``citation``, ``doi`` and
+    ``schema_version``; ``registry["default"]`` names the default entry.
+    """
+    text = resources.files("chronoflow.catalogs").joinpath("registry.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    if suffix in {".fits", ".fit"}:
+        from astropy.table import Table
+
+        return Table.read(path).to_pandas()
+    # "NULL" is the catalogue's missing value; keep_default_na=False keeps names like "NA" intact.
+    return pd.read_csv(path, na_values=["NULL", ""], keep_default_na=False)
+
+
+def load_catalogue(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    validate: bool = True,
+) -> pd.DataFrame:
+    """Load a rotator catalogue.
+
+    The file is found in this order: ``path``; else the ``CHRONOFLOW_CATALOGUE`` environment
+    variable; else the registered catalogue ``name`` (default: the published ChronoFlow
+    catalogue), downloaded once into the user cache and verified against its pinned sha256.
+
+    Parameters
+    ----------
+    path
+        A CSV (``NULL`` = missing), Parquet or FITS file in the catalogue schema.
+    name
+        Registry entry to download when no path is given (see :func:`catalogue_registry`).
+    validate
+        Check the schema (:func:`validate_catalogue`); on by default.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per star; ``Prot`` [d], ``BPRP_0`` and ``e_BPRP_0`` [mag],
+        ``fiducial_age_Myr`` [Myr], ``dr3_parallax_zpt_corrected`` [mas].
+
+    Raises
+    ------
+    CatalogueError
+        Missing file, failed download or checksum, or a schema violation.
+
+    Examples
+    --------
+    >>> df = load_catalogue(os.environ["CHRONOFLOW_CATALOGUE"])  # doctest: +SKIP
+    >>> df.groupby("cluster").size()["Pleiades"]  # doctest: +SKIP
+    864
+    """
+    if path is None and os.environ.get(CATALOGUE_ENV):
+        path = os.environ[CATALOGUE_ENV]
+    if path is None:
+        registry = catalogue_registry()
+        key = name or registry["default"]
+        try:
+            entry = registry["catalogues"][key]
+        except KeyError:
+            known = ", ".join(sorted(registry["catalogues"]))
+            raise CatalogueError(f"unknown catalogue {key!r}; known: {known}") from None
+        path = fetch_verified(entry["url"], entry["sha256"], entry["filename"])
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CatalogueError(
+            f"catalogue file not found: {path} (pass an existing CSV/Parquet/FITS path, "
+            f"or set {CATALOGUE_ENV})"
+        )
+    try:
+        df = _read_table(path)
+    except Exception as exc:
+        raise CatalogueError(f"could not read catalogue {path}: {type(exc).__name__}: {exc}") from None
+    if validate:
+        validate_catalogue(df)
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def _describe_rows(df: pd.DataFrame, mask: np.ndarray, limit: int = 3) -> str:
+    idx = np.flatnonzero(mask)
+    parts = []
+    for i in idx[:limit]:
+        if "GaiaDR3_ID" in df.columns and pd.notna(df["GaiaDR3_ID"].iloc[i]):
+            parts.append(f"GaiaDR3_ID {int(df['GaiaDR3_ID'].iloc[i])} (row {i})")
+        else:
+            parts.append(f"row {i}")
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return ", ".join(parts) + more
+
+
+def _fail(df: pd.DataFrame, col: _Column, mask: np.ndarray, problem: str) -> None:
+    n = int(mask.sum())
+    first = df[col.name].to_numpy()[np.flatnonzero(mask)[0]]
+    first = first.item() if isinstance(first, np.generic) else first
+    raise CatalogueError(
+        f"column {col.name!r}: {n} bad row{'s' * (n != 1)} ({problem}): first value {first!r} at "
+        f"{_describe_rows(df, mask)}; allowed: {col.allowed}"
+    )
+
+
+def validate_catalogue(df: pd.DataFrame, columns: tuple[str, ...] | None = None) -> None:
+    """Check a catalogue table against the schema; raise one clear error on the first violation.
+
+    Checks, per column: presence, dtype, missing values where not allowed, ranges
+    (``Prot`` > 0 d, membership in [0, 1], ages > 0 Myr, errors > 0 mag), flags in {0, 1}
+    and unique ``GaiaDR3_ID``.
+
+    Parameters
+    ----------
+    df
+        The table.
+    columns
+        Columns to require and check (default: the full schema, :data:`COLUMNS`). Columns of
+        the schema that are present but not required are checked too.
+
+    Raises
+    ------
+    CatalogueError
+        Naming the column, the first offending rows (by ``GaiaDR3_ID`` or row number) and what
+        is allowed.
+    """
+    required = tuple(c.name for c in COLUMNS) if columns is None else tuple(columns)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise CatalogueError(
+            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; "
+            f"the catalogue schema requires: {', '.join(required)}"
+        )
+    for col in COLUMNS:
+        if col.name not in df.columns:
+            continue
+        series = df[col.name]
+        if col.kind == "str":
+            values = series.astype("string")
+            bad = (values.isna() | (values.str.strip() == "")).to_numpy(dtype=bool)
+            if bad.any():
+                _fail(df, col, bad, "empty or missing")
+            continue
+        numeric = pd.to_numeric(series, errors="coerce")
+        not_numeric = (numeric.isna() & series.notna()).to_numpy()
+        if not_numeric.any():
+            _fail(df, col, not_numeric, "not a number")
+        values = numeric.to_numpy(dtype=float)
+        missing_mask = ~np.isfinite(values)
+        if not col.nullable and missing_mask.any():
+            _fail(df, col, missing_mask, "missing, NaN or infinite")
+        if col.nullable:
+            bad_inf = np.isinf(values)
+            if bad_inf.any():
+                _fail(df, col, bad_inf, "infinite")
+        with np.errstate(invalid="ignore"):
+            present = np.isfinite(values)
+            if col.kind == "flag":
+                bad = present & ~np.isin(values, (0.0, 1.0))
+                if bad.any():
+                    _fail(df, col, bad, "not 0 or 1")
+            if col.kind == "int":
+                bad = present & (values != np.round(values))
+                if bad.any():
+                    _fail(df, col, bad, "not an integer")
+            if col.low is not None:
+                bad = present & ((values <= col.low) if col.low_open else (values < col.low))
+                if bad.any():
+                    _fail(df, col, bad, f"{'<=' if col.low_open else '<'} {col.low:g}")
+            if col.high is not None:
+                bad = present & (values > col.high)
+                if bad.any():
+                    _fail(df, col, bad, f"> {col.high:g}")
+    if "GaiaDR3_ID" in df.columns:
+        dup = df["GaiaDR3_ID"].duplicated(keep=False).to_numpy()
+        if dup.any():
+            _fail(df, _BY_NAME["GaiaDR3_ID"], dup, "repeated id")
+
+
+# --------------------------------------------------------------------------------------------
+# Training sample
+# --------------------------------------------------------------------------------------------
+def training_sample(
+    df: pd.DataFrame,
+    *,
+    ruwe_max: float = 1.4,
+    exclude_cmd: bool = True,
+    require_dereddened: bool = True,
+    require_photometry: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the published training cuts and report what each one removed.
+
+    The cuts, applied in this order: ``cmd_exclude == 0`` (post-main-sequence stars),
+    ``dered_exclude == 0`` (no extinction), ``phot_exclude == 0`` (incomplete photometry),
+    ``dr3_ruwe < ruwe_max`` (likely binaries; a missing RUWE fails the cut).
+
+    Parameters
+    ----------
+    df
+        A validated catalogue.
+    ruwe_max
+        Upper RUWE limit (exclusive); ``None`` disables the cut.
+    exclude_cmd, require_dereddened, require_photometry
+        Switch the flag cuts on or off.
+
+    Returns
+    -------
+    kept : pandas.DataFrame
+        The rows that pass every cut (a copy; index preserved).
+    report : pandas.DataFrame
+        One row per cut: ``cut``, ``removed`` (rows removed by this cut after the previous
+        ones) and ``remaining``.
+
+    Examples
+    --------
+    >>> kept, report = training_sample(load_catalogue())  # doctest: +SKIP
+    """
+    cuts: list[tuple[str, pd.Series]] = []
+    if exclude_cmd:
+        cuts.append(("cmd_exclude == 0", df["cmd_exclude"] == 0))
+    if require_dereddened:
+        cuts.append(("dered_exclude == 0", df["dered_exclude"] == 0))
+    if require_photometry:
+        cuts.append(("phot_exclude == 0", df["phot_exclude"] == 0))
+    if ruwe_max is not None:
+        # NaN < x is False, so a missing RUWE fails the cut, as in the paper.
+        cuts.append((f"dr3_ruwe < {ruwe_max:g}", df["dr3_ruwe"] < ruwe_max))
+    keep = pd.Series(True, index=df.index)
+    rows = []
+    for label, passed in cuts:
+        before = int(keep.sum())
+        keep &= passed.fillna(False).astype(bool)
+        rows.append({"cut": label, "removed": before - int(keep.sum()), "remaining": int(keep.sum())})
+    # Cuts may leave a row without a colour (e.g. when dered_exclude is disabled); say so.
+    report = pd.DataFrame(rows, columns=["cut", "removed", "remaining"])
+    return df.loc[keep].copy(), report
+
+
+# --------------------------------------------------------------------------------------------
+# Extending and saving
+# --------------------------------------------------------------------------------------------
+def _from_minimal(rows: pd.DataFrame, cluster: str | None, age_myr: float | None) -> pd.DataFrame:
+    out = pd.DataFrame(index=rows.index)
+    lower = {c.lower(): c for c in rows.columns}
+    used: set[str] = set()
+    for target, aliases in MINIMAL_COLUMNS.items():
+        source = next((lower[a.lower()] for a in aliases if a.lower() in lower), None)
+        if source is not None:
+            out[target] = rows[source]
+            used.add(source)
+        elif target == "fiducial_age_Myr" and age_myr is not None:
+            out[target] = float(age_myr)
+        elif target == "mem_prob_source":
+            out[target] = 1.0
+        else:
+            raise CatalogueError(
+                f"missing column {target!r} (also accepted: {', '.join(aliases[1:])}); a new "
+                "cluster needs Prot [d], BPRP_0 [mag], e_BPRP_0 [mag], membership and age [Myr]"
+            )
+    for col in rows.columns:  # keep every column the user gave
+        if col not in used:
+            out[col] = rows[col]
+    return out
+
+
+def add_cluster(
+    catalogue: pd.DataFrame,
+    rows: pd.DataFrame,
+    *,
+    cluster: str | None = None,
+    age_myr: float | None = None,
+    source: str = "user",
+) -> pd.DataFrame:
+    """Append a user's cluster to a catalogue, validated, keeping every column.
+
+    ``rows`` may be in the full catalogue schema, or in the minimal schema: ``Prot`` [d],
+    ``BPRP_0`` [mag], ``e_BPRP_0`` [mag], membership (``mem_prob_source``; default 1) and age
+    (``fiducial_age_Myr`` [Myr], or the ``age_myr`` argument). Missing schema columns are filled:
+    flags with 0, ``subgroup`` with the cluster name, sources with ``source``, the rest with
+    NULL. Rows without ``GaiaDR3_ID`` get negative placeholder ids (below any existing id), so
+    they never collide with a Gaia source id. Note that a missing RUWE fails the RUWE cut of
+    :func:`training_sample`; pass ``ruwe_max=None`` there to keep such rows.
+
+    Parameters
+    ----------
+    catalogue
+        The existing catalogue (not modified).
+    rows
+        The new stars.
+    cluster
+        Cluster name for rows that have no ``cluster`` column.
+    age_myr
+        Fiducial age [Myr] for rows that have no age column.
+    source
+        Label written to ``data_catalog``, ``Prot_source`` and ``dustmap`` when absent.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table: the catalogue followed by the validated new rows.
+
+    Raises
+    ------
+    CatalogueError
+        On a schema violation, a missing cluster name, or a ``GaiaDR3_ID`` already present.
+    """
+    if len(rows) == 0:
+        raise CatalogueError("no rows to add: the new cluster table is empty")
+    full = set(c.name for c in COLUMNS) <= set(rows.columns)
+    new = rows.copy() if full else _from_minimal(rows, cluster, age_myr)
+    if "cluster" not in new.columns:
+        if cluster is None:
+            raise CatalogueError("missing column 'cluster': pass cluster='NAME' for the new rows")
+        new["cluster"] = cluster
+    new["subgroup"] = new["subgroup"] if "subgroup" in new.columns else new["cluster"]
+    for col in ("data_catalog", "Prot_source", "dustmap"):
+        if col not in new.columns:
+            new[col] = source
+    for col in ("cmd_exclude", "dered_exclude", "phot_exclude"):
+        if col not in new.columns:
+            new[col] = 0
+    if "GaiaDR3_ID" not in new.columns:
+        start = min(int(catalogue["GaiaDR3_ID"].min()) if len(catalogue) else 0, 0) - 1
+        new["GaiaDR3_ID"] = np.arange(start, start - len(new), -1, dtype=np.int64)
+    for col in COLUMNS:
+        if col.name not in new.columns:
+            new[col.name] = np.nan
+    validate_catalogue(new)
+    clash = new["GaiaDR3_ID"].isin(catalogue["GaiaDR3_ID"]).to_numpy()
+    if clash.any():
+        _fail(new, _BY_NAME["GaiaDR3_ID"], clash, "id already in the catalogue")
+    order = [c.name for c in COLUMNS]
+    extra = [c for c in list(catalogue.columns) + list(new.columns) if c not in order]
+    merged = pd.concat([catalogue, new], ignore_index=True)
+    return merged[order + list(dict.fromkeys(extra))]
+
+
+def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Save a catalogue as CSV (``NULL`` for missing), Parquet or FITS, chosen by the suffix.
+
+    FITS files are written through an astropy Table carrying units: ``Prot`` [d], colours and
+    magnitudes [mag], parallax [mas], ages [Myr].
+
+    Parameters
+    ----------
+    df
+        The table.
+    path
+        Destination ending in ``.csv``, ``.parquet`` or ``.fits``.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CatalogueError(f"{path} exists; pass overwrite=True to replace it")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path, index=False, na_rep="NULL")
+    elif suffix in {".parquet", ".pq"}:
+        df.to_parquet(path, index=False)
+    elif suffix in {".fits", ".fit"}:
+        from astropy.table import Table
+
+        table = Table.from_pandas(df.reset_index(drop=True))
+        for col in COLUMNS:
+            if col.unit and col.name in table.colnames:
+                table[col.name].unit = col.unit
+        table.write(path, overwrite=overwrite)
+    else:
+        raise CatalogueError(f"unknown catalogue format {suffix!r}; allowed: .csv, .parquet, .fits")
+    return path
+
+
+def summarize(df: pd.DataFrame, by: str = "cluster") -> pd.DataFrame:
+    """One row per cluster (or subgroup): star count, fiducial age [Myr] and colour range [mag]."""
+    grouped = df.groupby(by, sort=False)
+    out = pd.DataFrame(
+        {
+            "n_stars": grouped.size(),
+            "age_myr": grouped["fiducial_age_Myr"].median(),
+            "bprp0_min": grouped["BPRP_0"].min(),
+            "bprp0_max": grouped["BPRP_0"].max(),
+            "prot_median_d": grouped["Prot"].median(),
+        }
+    )
+    return out.sort_values("age_myr")

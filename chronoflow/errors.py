@@ -1,0 +1,25 @@
+"""Exception types raised by chronoflow.
+
+Every error a user can cause derives from :class:`ChronoflowError`, so the CLI can print it as
+one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChronoflowError", "CatalogueError", "ModelError", "DomainError"]
+
+
+class ChronoflowError(ValueError):
+    """Base class for errors caused by input or environment, reported as one line."""
+
+
+class CatalogueError(ChronoflowError):
+    """A catalogue file or table is missing, corrupt, or violates the schema."""
+
+
+class ModelError(ChronoflowError):
+    """A model artifact is missing, corrupt, or incompatible with this version."""
+
+
+class DomainError(ChronoflowError):
+    """An input lies outside what the model or the function can handle."""

@@ -1,0 +1,1 @@
+"""Pretrained model artifacts shipped with chronoflow (``*.pt``)."""

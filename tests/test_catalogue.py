@@ -1,0 +1,204 @@
+"""Catalogue layer: loading, schema validation, training cuts, extending, saving, downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chronoflow.catalogue import (
+    add_cluster,
+    catalogue_registry,
+    load_catalogue,
+    save_catalogue,
+    training_sample,
+    validate_catalogue,
+)
+from chronoflow.errors import CatalogueError
+
+SHARED_SHA256 = "6a9e396803edcdb9a47e61f52fbb5fe87571bc246cb2b6813887bb5d6021de46"
+
+
+def test_shared_catalogue_loads(catalogue, catalogue_path):
+    assert hashlib.sha256(catalogue_path.read_bytes()).hexdigest() == SHARED_SHA256
+    assert len(catalogue) == 8029
+    assert catalogue["cluster"].nunique() == 27
+    assert catalogue["BPRP_0"].isna().sum() == 26  # NULL read as missing
+    assert catalogue["fiducial_age_Myr"].min() == pytest.approx(1.57)
+    assert catalogue["fiducial_age_Myr"].max() == pytest.approx(3870)
+
+
+def test_training_sample_counts_are_exact(catalogue):
+    kept, report = training_sample(catalogue)
+    assert report["cut"].tolist() == ["cmd_exclude == 0", "dered_exclude == 0", "phot_exclude == 0", "dr3_ruwe < 1.4"]
+    assert report["removed"].tolist() == [32, 26, 0, 700]
+    assert report["remaining"].tolist() == [7997, 7971, 7971, 7271]
+    assert len(kept) == 7271
+    assert kept["BPRP_0"].notna().all() and (kept["dr3_ruwe"] < 1.4).all()
+    assert len(catalogue) == 8029  # caller's frame untouched
+
+
+def test_training_sample_ruwe_switch(catalogue):
+    kept, report = training_sample(catalogue, ruwe_max=None)
+    assert len(kept) == 7971 and len(report) == 3
+
+
+def test_env_variable_is_used(monkeypatch, catalogue_path):
+    monkeypatch.setenv("CHRONOFLOW_CATALOGUE", str(catalogue_path))
+    assert len(load_catalogue()) == 8029
+
+
+def test_missing_file_error(tmp_path):
+    with pytest.raises(CatalogueError, match=r"catalogue file not found: .*nope\.csv"):
+        load_catalogue(tmp_path / "nope.csv")
+
+
+def test_registry_is_pinned():
+    reg = catalogue_registry()
+    entry = reg["catalogues"][reg["default"]]
+    assert entry["sha256"] == "577e4366d164a2c7d9f77320cf86c1da3fbd94ead92ddb2a63d5c10661674238"
+    assert "f0b766f7d057c4e8f9a64a867414d25c5d985cd6" in entry["url"]
+    assert entry["doi"] == "10.5281/zenodo.15482094"
+
+
+@pytest.fixture
+def small(catalogue):
+    return catalogue.iloc[:20].reset_index(drop=True).copy()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "pattern"),
+    [
+        ("Prot", np.nan, r"column 'Prot': 1 bad row \(missing, NaN or infinite\).*allowed: a finite period > 0 d"),
+        ("Prot", 0.0, r"column 'Prot': 1 bad row \(<= 0\).*allowed: a finite period > 0 d"),
+        ("Prot", -3.0, r"column 'Prot': 1 bad row \(<= 0\)"),
+        ("mem_prob_source", 1.2, r"column 'mem_prob_source': 1 bad row \(> 1\).*allowed: a probability in \[0, 1\]"),
+        ("mem_prob_hdbscan", -0.1, r"column 'mem_prob_hdbscan': 1 bad row \(< 0\)"),
+        ("cmd_exclude", 2, r"column 'cmd_exclude': 1 bad row \(not 0 or 1\)"),
+        ("fiducial_age_Myr", 0.0, r"column 'fiducial_age_Myr'"),
+    ],
+)
+def test_bad_values_are_named(small, column, value, pattern):
+    small[column] = small[column].astype(float)
+    small.loc[3, column] = value
+    gid = int(small.loc[3, "GaiaDR3_ID"])
+    with pytest.raises(CatalogueError, match=pattern) as info:
+        validate_catalogue(small)
+    assert f"GaiaDR3_ID {gid} (row 3)" in str(info.value)
+
+
+def test_missing_column(small):
+    with pytest.raises(CatalogueError, match=r"missing column 'Prot'; the catalogue schema requires"):
+        validate_catalogue(small.drop(columns="Prot"))
+
+
+def test_duplicate_id(small):
+    small.loc[5, "GaiaDR3_ID"] = small.loc[2, "GaiaDR3_ID"]
+    with pytest.raises(CatalogueError, match=r"column 'GaiaDR3_ID': 2 bad rows \(repeated id\).*\(row 2\), .*\(row 5\)"):
+        validate_catalogue(small)
+
+
+def test_bad_file_on_disk_reports_column(tmp_path, small):
+    small["Prot"] = small["Prot"].astype(float)
+    small.loc[0, "Prot"] = -1.0
+    path = tmp_path / "bad.csv"
+    small.to_csv(path, index=False, na_rep="NULL")
+    with pytest.raises(CatalogueError, match="column 'Prot'"):
+        load_catalogue(path)
+
+
+# -- downloads over a loopback server ---------------------------------------------------------
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "cat.csv").write_bytes(b"GaiaDR3_ID,Prot\n1,2.0\n")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_verifies_checksum(served, tmp_path):
+    from chronoflow._cache import fetch_verified
+
+    url, root = served
+    good = hashlib.sha256((root / "cat.csv").read_bytes()).hexdigest()
+    path = fetch_verified(f"{url}/cat.csv", good, "cat.csv", directory=tmp_path / "c1")
+    assert path.read_bytes() == (root / "cat.csv").read_bytes()
+    with pytest.raises(CatalogueError, match=r"failed its checksum \(expected sha256 0{64}\)"):
+        fetch_verified(f"{url}/cat.csv", "0" * 64, "cat.csv", directory=tmp_path / "c2")
+    assert not (tmp_path / "c2" / "cat.csv").exists()
+
+
+def test_download_failure_is_one_line(served, tmp_path):
+    from chronoflow._cache import fetch_verified
+
+    url, _ = served
+    with pytest.raises(CatalogueError, match=r"could not download .*missing\.csv.*CHRONOFLOW_CATALOGUE"):
+        fetch_verified(f"{url}/missing.csv", "0" * 64, "m.csv", directory=tmp_path)
+
+
+# -- extending and saving ---------------------------------------------------------------------
+def _minimal(n=5):
+    rng = np.random.default_rng(1)
+    return pd.DataFrame(
+        {
+            "Prot": rng.uniform(1, 10, n),
+            "BPRP_0": rng.uniform(0.8, 2.0, n),
+            "e_BPRP_0": np.full(n, 0.02),
+            "membership": np.full(n, 0.9),
+            "my_note": [f"star{i}" for i in range(n)],
+        }
+    )
+
+
+def test_add_cluster_minimal_schema(small):
+    merged = add_cluster(small, _minimal(), cluster="MyCluster", age_myr=650.0)
+    new = merged[merged["cluster"] == "MyCluster"]
+    assert len(merged) == len(small) + 5 and len(new) == 5
+    assert (new["fiducial_age_Myr"] == 650.0).all() and (new["mem_prob_source"] == 0.9).all()
+    assert (new["GaiaDR3_ID"] < 0).all() and merged["GaiaDR3_ID"].is_unique
+    assert new["my_note"].tolist() == [f"star{i}" for i in range(5)]  # extra columns kept
+    assert (new["cmd_exclude"] == 0).all()
+    validate_catalogue(merged)
+
+
+def test_add_cluster_refuses_duplicates_and_bad_rows(small):
+    dup = small.iloc[:2].copy()
+    with pytest.raises(CatalogueError, match="id already in the catalogue"):
+        add_cluster(small, dup)
+    bad = _minimal()
+    bad.loc[1, "Prot"] = -2.0
+    with pytest.raises(CatalogueError, match="column 'Prot'"):
+        add_cluster(small, bad, cluster="X", age_myr=100.0)
+    with pytest.raises(CatalogueError, match="missing column 'fiducial_age_Myr'"):
+        add_cluster(small, _minimal(), cluster="X")
+    with pytest.raises(CatalogueError, match="pass cluster="):
+        add_cluster(small, _minimal(), age_myr=100.0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
+def test_save_round_trip(small, tmp_path, suffix):
+    path = save_catalogue(small, tmp_path / f"cat{suffix}")
+    back = load_catalogue(path)
+    assert len(back) == len(small)
+    np.testing.assert_allclose(back["Prot"], small["Prot"])
+    assert back["GaiaDR3_ID"].tolist() == small["GaiaDR3_ID"].tolist()
+    assert back["cluster"].astype(str).tolist() == small["cluster"].astype(str).tolist()
+    if suffix == ".fits":
+        from astropy.table import Table
+
+        table = Table.read(path)
+        assert str(table["Prot"].unit) == "d" and str(table["fiducial_age_Myr"].unit) == "Myr"
+    with pytest.raises(CatalogueError, match="exists"):
+        save_catalogue(small, path)
