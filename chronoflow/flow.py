@@ -1,0 +1,413 @@
+"""The conditional density p(log10 Prot | log10 age, (BP-RP)0, log10 e_(BP-RP)0).
+
+Two models share one interface (:class:`RotationModel`):
+
+* :class:`SplineFlow`, the default: a normalizing flow built with ``nflows`` from monotonic
+  rational-quadratic spline transforms whose bin widths, heights and knot slopes are produced by
+  an MLP on the context (the architecture of the ChronoFlow paper; Durkan et al. 2019);
+* :class:`GaussianBaseline`: a Gaussian in log10 Prot whose mean and width come from an MLP on
+  the context, the yardstick the flow has to beat on held-out clusters.
+
+Inputs are standardized *inside* the model (buffers fitted on the training set and saved with
+the weights), so callers always pass physical values:
+
+======================  =====================================
+``log_prot``            log10 rotation period [log10 d]
+``context[..., 0]``     log10 age [log10 Myr]
+``context[..., 1]``     de-reddened colour (BP-RP)0 [mag]
+``context[..., 2]``     log10 colour error [log10 mag]
+======================  =====================================
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from nflows.transforms.base import CompositeTransform, Transform
+from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+from nflows.transforms.standard import PointwiseAffineTransform
+from torch import nn
+
+__all__ = [
+    "CONTEXT_NAMES",
+    "DomainWarning",
+    "FlowConfig",
+    "GaussianBaseline",
+    "RotationModel",
+    "SplineFlow",
+    "Standardization",
+    "TrainingDomain",
+    "build_model",
+    "make_context",
+]
+
+#: Names of the context columns, in order.
+CONTEXT_NAMES = ("log10_age_myr", "bprp0_mag", "log10_e_bprp0_mag")
+
+
+class DomainWarning(UserWarning):
+    """Raised (as a warning) when inputs lie outside the model's training domain."""
+
+
+def make_context(age_myr: Any, bprp0: Any, e_bprp0: Any) -> np.ndarray:
+    """Stack physical inputs into a context array ``array[..., 3]``.
+
+    Parameters
+    ----------
+    age_myr
+        Age [Myr], broadcastable against the colours.
+    bprp0
+        De-reddened Gaia colour (BP-RP)0 [mag].
+    e_bprp0
+        Uncertainty of (BP-RP)0 [mag], > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[log10 age/Myr, (BP-RP)0, log10 e_(BP-RP)0]`` along the last axis, float64.
+    """
+    age, colour, err = np.broadcast_arrays(
+        np.asarray(age_myr, dtype=float), np.asarray(bprp0, dtype=float), np.asarray(e_bprp0, dtype=float)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([np.log10(age), colour, np.log10(err)], axis=-1)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Architecture of a :class:`RotationModel`.
+
+    Attributes
+    ----------
+    kind
+        ``"spline_flow"`` or ``"gaussian"``.
+    n_transforms
+        Number of spline transforms (flow only).
+    n_bins
+        Spline bins per transform.
+    hidden
+        Width of each hidden layer of the context MLPs.
+    n_hidden_layers
+        Hidden layers per MLP.
+    tail_bound
+        Splines act on [-tail_bound, tail_bound] of the standardized variable; identity outside.
+    """
+
+    kind: str = "spline_flow"
+    n_transforms: int = 3
+    n_bins: int = 8
+    hidden: int = 64
+    n_hidden_layers: int = 2
+    tail_bound: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Affine scaling of target and context, fitted on the training set."""
+
+    log_prot_mean: float = 0.0
+    log_prot_std: float = 1.0
+    context_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    context_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def fit(cls, log_prot: np.ndarray, context: np.ndarray) -> Standardization:
+        return cls(
+            float(np.mean(log_prot)),
+            float(np.std(log_prot)),
+            tuple(float(v) for v in context.mean(axis=0)),
+            tuple(float(v) for v in context.std(axis=0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """Ranges of the training data; evaluation outside them is flagged.
+
+    Attributes are (low, high) pairs: ``log10_age_myr`` [log10 Myr], ``bprp0`` [mag],
+    ``log10_e_bprp0`` [log10 mag].
+    """
+
+    log10_age_myr: tuple[float, float] = (-math.inf, math.inf)
+    bprp0: tuple[float, float] = (-math.inf, math.inf)
+    log10_e_bprp0: tuple[float, float] = (-math.inf, math.inf)
+
+    @classmethod
+    def fit(cls, context: np.ndarray) -> TrainingDomain:
+        lo, hi = context.min(axis=0), context.max(axis=0)
+        return cls(*[(float(a), float(b)) for a, b in zip(lo, hi)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    def contains(self, context: np.ndarray, age: bool = True) -> np.ndarray:
+        """Boolean mask ``array[...]``: True where every context value lies inside the domain.
+
+        ``age=False`` checks colour and colour error only (posterior grids scan ages beyond the
+        calibrators on purpose).
+        """
+        context = np.asarray(context, dtype=float)
+        ok = np.ones(context.shape[:-1], dtype=bool)
+        for i, (lo, hi) in enumerate((self.log10_age_myr, self.bprp0, self.log10_e_bprp0)):
+            if i == 0 and not age:
+                continue
+            ok &= (context[..., i] >= lo) & (context[..., i] <= hi)
+        return ok
+
+
+def _mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(n_hidden_layers):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class _ContextSpline(Transform):
+    """Elementwise rational-quadratic spline on a 1-D variable, parameters from an MLP(context).
+
+    With a single feature there is nothing to couple or mask: every spline parameter is a
+    function of the context alone, which is what an autoregressive transform reduces to in 1-D.
+    """
+
+    def __init__(self, n_context: int, n_bins: int, hidden: int, n_hidden_layers: int, tail_bound: float):
+        super().__init__()
+        self.n_bins = n_bins
+        self.tail_bound = tail_bound
+        # widths (K), heights (K), interior knot slopes (K - 1); linear tails fix the outer two.
+        self.net = _mlp(n_context, 3 * n_bins - 1, hidden, n_hidden_layers)
+
+    def _spline(self, inputs: torch.Tensor, context: torch.Tensor, inverse: bool):
+        params = self.net(context).unsqueeze(1)  # (batch, 1 feature, 3K - 1)
+        k = self.n_bins
+        # Scaling by sqrt(hidden) as in nflows' coupling splines keeps the initial spline close to
+        # the identity, which stabilises the first epochs.
+        scale = math.sqrt(self.net[-1].in_features)
+        widths, heights, slopes = params[..., :k] / scale, params[..., k : 2 * k] / scale, params[..., 2 * k :]
+        out, logdet = unconstrained_rational_quadratic_spline(
+            inputs, widths, heights, slopes, inverse=inverse, tails="linear", tail_bound=self.tail_bound
+        )
+        return out, logdet.sum(dim=1)
+
+    def forward(self, inputs, context=None):
+        return self._spline(inputs, context, inverse=False)
+
+    def inverse(self, inputs, context=None):
+        return self._spline(inputs, context, inverse=True)
+
+
+class RotationModel(nn.Module):
+    """Base class: a conditional density of log10 Prot given the context.
+
+    Subclasses implement :meth:`_log_prob_std` and :meth:`_sample_std` on standardized values;
+    this class handles standardization, broadcasting, dtype, domain checks and numpy I/O.
+    """
+
+    def __init__(self, config: FlowConfig, scaling: Standardization, domain: TrainingDomain):
+        super().__init__()
+        self.config = config
+        self.scaling = scaling
+        self.domain = domain
+        self.register_buffer("_ctx_mean", torch.tensor(scaling.context_mean, dtype=torch.float64))
+        self.register_buffer("_ctx_std", torch.tensor(scaling.context_std, dtype=torch.float64))
+        self._target = PointwiseAffineTransform(
+            shift=-scaling.log_prot_mean / scaling.log_prot_std, scale=1.0 / scaling.log_prot_std
+        )
+
+    # -- to implement ---------------------------------------------------------------------------
+    def _log_prob_std(self, y: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sample_std(self, ctx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _cdf_std(self, y: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def _context(self, context: torch.Tensor) -> torch.Tensor:
+        return ((context - self._ctx_mean.to(context.dtype)) / self._ctx_std.to(context.dtype)).to(self.dtype)
+
+    def _prepare(self, log_prot, context, check_domain: bool):
+        as_numpy = not isinstance(context, torch.Tensor)
+        ctx = torch.as_tensor(np.asarray(context, dtype=float) if as_numpy else context)
+        y = torch.as_tensor(log_prot, dtype=ctx.dtype) if log_prot is not None else None
+        if ctx.shape[-1] != 3:
+            raise ValueError(f"context must have 3 values on its last axis ({', '.join(CONTEXT_NAMES)}), got shape {tuple(ctx.shape)}")
+        if check_domain:
+            self.warn_outside_domain(ctx.detach().cpu().numpy())
+        return as_numpy, y, ctx
+
+    def warn_outside_domain(self, context: np.ndarray, age: bool = True) -> np.ndarray:
+        """Return the in-domain mask of ``context`` and warn (:class:`DomainWarning`) if any is out."""
+        inside = self.domain.contains(context, age=age)
+        n_out = int((~inside).sum())
+        if n_out:
+            warnings.warn(
+                f"{n_out} of {inside.size} inputs lie outside the training domain "
+                f"(log10 age {self.domain.log10_age_myr}, (BP-RP)0 {self.domain.bprp0} mag, "
+                f"log10 e_(BP-RP)0 {self.domain.log10_e_bprp0}); the model extrapolates there",
+                DomainWarning,
+                stacklevel=3,
+            )
+        return inside
+
+    # -- public API -----------------------------------------------------------------------------
+    def log_prob(self, log_prot, context, *, check_domain: bool = False):
+        """Log density of log10 Prot given the context, broadcast over any batch shape.
+
+        Parameters
+        ----------
+        log_prot : array_like or torch.Tensor, shape ``[...]``
+            log10 rotation period [log10 d].
+        context : array_like or torch.Tensor, shape ``[..., 3]``
+            ``[log10 age/Myr, (BP-RP)0 / mag, log10 e_(BP-RP)0 / mag]`` (see :func:`make_context`).
+        check_domain
+            Warn (:class:`DomainWarning`) when any context lies outside the training domain.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor, shape ``broadcast(log_prot.shape, context.shape[:-1])``
+            ln p(log10 Prot | context), per unit log10 Prot. A tensor when ``context`` is a
+            tensor (differentiable), else a numpy array (float64).
+        """
+        as_numpy, y, ctx = self._prepare(log_prot, context, check_domain)
+        shape = torch.broadcast_shapes(y.shape, ctx.shape[:-1])
+        y = y.expand(shape).reshape(-1, 1)
+        ctx = ctx.expand(*shape, 3).reshape(-1, 3)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not as_numpy):
+            y_std, logdet = self._target(y.to(self.dtype))
+            lp = (self._log_prob_std(y_std, self._context(ctx)) + logdet).reshape(shape)
+        return lp.detach().double().numpy() if as_numpy else lp
+
+    def cdf(self, log_prot, context):
+        """Cumulative distribution P(log10 P' <= log_prot | context) (same broadcasting as
+        :meth:`log_prob`); used for PIT calibration."""
+        as_numpy, y, ctx = self._prepare(log_prot, context, False)
+        shape = torch.broadcast_shapes(y.shape, ctx.shape[:-1])
+        y = y.expand(shape).reshape(-1, 1)
+        ctx = ctx.expand(*shape, 3).reshape(-1, 3)
+        with torch.no_grad():
+            y_std, _ = self._target(y.to(self.dtype))
+            c = self._cdf_std(y_std, self._context(ctx)).reshape(shape)
+        return c.double().numpy() if as_numpy else c
+
+    def sample(self, context, n: int = 1, *, seed: int | None = None, check_domain: bool = False):
+        """Draw log10 Prot for each context.
+
+        Parameters
+        ----------
+        context : array_like, shape ``[..., 3]``
+            As in :meth:`log_prob`.
+        n
+            Draws per context.
+        seed
+            Seed of the torch generator; ``None`` draws a fresh one.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor, shape ``[n, ...]``
+            log10 Prot [log10 d].
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        as_numpy, _, ctx = self._prepare(None, context, check_domain)
+        batch = ctx.shape[:-1]
+        generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
+        flat = ctx.reshape(1, -1, 3).expand(n, -1, 3).reshape(-1, 3)
+        with torch.no_grad():
+            y_std = self._sample_std(self._context(flat), generator)
+            y, _ = self._target.inverse(y_std)
+        y = y.reshape(n, *batch)
+        return y.double().numpy() if as_numpy else y
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class SplineFlow(RotationModel):
+    """Normalizing flow: standard-normal base, ``n_transforms`` context-conditioned RQ splines."""
+
+    def __init__(self, config: FlowConfig, scaling: Standardization, domain: TrainingDomain):
+        super().__init__(config, scaling, domain)
+        self.transform = CompositeTransform(
+            [
+                _ContextSpline(3, config.n_bins, config.hidden, config.n_hidden_layers, config.tail_bound)
+                for _ in range(config.n_transforms)
+            ]
+        )
+
+    def _log_prob_std(self, y, ctx):
+        z, logdet = self.transform(y, context=ctx)
+        return -0.5 * z[:, 0] ** 2 - 0.5 * math.log(2 * math.pi) + logdet
+
+    def _cdf_std(self, y, ctx):
+        z, _ = self.transform(y, context=ctx)
+        return torch.special.ndtr(z[:, 0])
+
+    def _sample_std(self, ctx, generator):
+        # Drawn in the model's dtype with our own generator (nflows' Flow.sample uses the global
+        # default dtype and RNG).
+        z = torch.randn(ctx.shape[0], 1, generator=generator, dtype=self.dtype)
+        y, _ = self.transform.inverse(z, context=ctx)
+        return y
+
+
+class GaussianBaseline(RotationModel):
+    """Gaussian in log10 Prot with mean and log-width from an MLP on the context."""
+
+    def __init__(self, config: FlowConfig, scaling: Standardization, domain: TrainingDomain):
+        super().__init__(config, scaling, domain)
+        self.net = _mlp(3, 2, config.hidden, config.n_hidden_layers)
+
+    def _moments(self, ctx):
+        mean, log_sd = self.net(ctx).unbind(-1)
+        return mean, log_sd.clamp(-7.0, 3.0)
+
+    def _log_prob_std(self, y, ctx):
+        mean, log_sd = self._moments(ctx)
+        return -0.5 * ((y[:, 0] - mean) / log_sd.exp()) ** 2 - log_sd - 0.5 * math.log(2 * math.pi)
+
+    def _cdf_std(self, y, ctx):
+        mean, log_sd = self._moments(ctx)
+        return torch.special.ndtr((y[:, 0] - mean) / log_sd.exp())
+
+    def _sample_std(self, ctx, generator):
+        mean, log_sd = self._moments(ctx)
+        z = torch.randn(ctx.shape[0], generator=generator, dtype=self.dtype)
+        return (mean + z * log_sd.exp()).unsqueeze(1)
+
+
+_KINDS: dict[str, type[RotationModel]] = {"spline_flow": SplineFlow, "gaussian": GaussianBaseline}
+
+
+def build_model(
+    config: FlowConfig,
+    scaling: Standardization | None = None,
+    domain: TrainingDomain | None = None,
+    *,
+    seed: int = 0,
+) -> RotationModel:
+    """Create an untrained model of ``config.kind`` with weights initialised from ``seed``."""
+    if config.kind not in _KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}; allowed: {', '.join(_KINDS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _KINDS[config.kind](config, scaling or Standardization(), domain or TrainingDomain())
