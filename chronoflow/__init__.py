@@ -16,6 +16,7 @@ from .catalogue import (
     validate_catalogue,
 )
 from .errors import CatalogueError, ChronoflowError, DomainError, ModelError
+from .extinction import deredden_bprp, deredden_table, extinction_coefficients, extinction_from_dustmap
 
 __all__ = [
     "__version__",
@@ -25,6 +26,10 @@ __all__ = [
     "ModelError",
     "add_cluster",
     "catalogue_registry",
+    "deredden_bprp",
+    "deredden_table",
+    "extinction_coefficients",
+    "extinction_from_dustmap",
     "load_catalogue",
     "save_catalogue",
     "summarize",

@@ -1,0 +1,294 @@
+"""Tests of chronoflow.extinction: the Gaia EDR3 extinction law, de-reddening and dust maps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.coordinates import SkyCoord
+
+from chronoflow.errors import ChronoflowError, DomainError
+from chronoflow.extinction import (
+    BPRP0_RANGE,
+    DeredFlag,
+    DustMapMissingError,
+    ExtinctionConvergenceError,
+    ExtinctionRangeWarning,
+    deredden_bprp,
+    deredden_table,
+    extinction_coefficients,
+    extinction_from_dustmap,
+)
+
+# Intercepts a1 (k at X = 0, A0 = 0) copied from the ESA file Fitz19_EDR3_MainSequence.csv,
+# Xname = BPRP rows (https://www.cosmos.esa.int/web/gaia/edr3-extinction-law).
+A1 = {"BP": 1.15363197483424, "RP": 0.66320787941067, "G": 0.995969721536602}
+
+# The full Xname = BPRP rows of that file, columns Intercept, X, X2, X3, A, A2, A3, XA, AX2, XA2,
+# typed here separately from the module to catch transcription or term-order slips.
+BPRP_ROWS = {
+    "BP": (1.15363197483424, -0.0814012991657388, -0.036013023976704, 0.0192143585568966,
+           -0.022397548243016, 0.000840562680547171, -1.31018008013549e-05,
+           0.00660124080271006, -0.000882247501989453, -0.000111215755291684),
+    "RP": (0.66320787941067, -0.0179847164933981, 0.000493769449961458, -0.00267994405695751,
+           -0.00651422146709376, 3.30179903473159e-05, 1.57894227641527e-06,
+           -7.9800898337247e-05, 0.000255679812110045, 1.10476584967393e-05),
+    "G": (0.995969721536602, -0.159726460302015, 0.0122380738156057, 0.00090726555099859,
+          -0.0377160263914123, 0.00151347495244888, -2.52364537395142e-05,
+          0.0114522658102451, -0.000936914989014318, -0.000260296774134201),
+}  # fmt: skip
+
+# An independent oracle from the same ESA file: the Xname = TeffNorm rows (X = Teff / 5040 K),
+# which come from a separate fit of the same model grid. Order a1..a10 as in the module.
+TEFF_ROWS = {
+    "BP": (0.888088914696666, 0.11318390480077, 0.0846337732558566, -0.0371265818793239,
+           -0.00296140793334905, 0.000538660562947277, -1.31018008013512e-05,
+           -0.0164152179931537, 0.00323902299833464, 0.000169011297620409),
+    "RP": (0.382719668454633, 0.505895415656219, -0.314981478333036, 0.0665302085130136,
+           -0.00383780468169498, 6.50490784002505e-05, 1.57894227640801e-06,
+           -0.00348740736346628, 0.00110877159426768, -1.8313141658225e-05),
+    "G": (0.259021858973784, 0.93676111876298, -0.437446499585492, 0.0783508476444952,
+          -0.00136127433235224, 0.000797222688660053, -2.52364537395233e-05,
+          -0.029981504413869, 0.00555506017434798, 0.000402778419603886),
+}  # fmt: skip
+
+
+def _k10(c, x, a):
+    """The ESA formula, written term by term from the column names."""
+    xa, ax2, xa2 = x * a, a * x**2, x * a**2
+    return (c[0] + c[1] * x + c[2] * x**2 + c[3] * x**3 + c[4] * a + c[5] * a**2 + c[6] * a**3
+            + c[7] * xa + c[8] * ax2 + c[9] * xa2)  # fmt: skip
+
+
+def _redden(bprp0, a0):
+    k_bp, k_rp, _ = extinction_coefficients(bprp0, a0)
+    return bprp0 + a0 * (k_bp - k_rp)
+
+
+# --- extinction coefficients -------------------------------------------------------------------
+
+
+def test_intercepts_give_the_a0_to_zero_limit_at_zero_colour():
+    k_bp, k_rp, k_g = extinction_coefficients(0.0, 0.0)
+    assert (k_bp, k_rp, k_g) == pytest.approx((A1["BP"], A1["RP"], A1["G"]), abs=1e-14)
+
+
+def test_coefficients_reproduce_the_published_table():
+    x, a = np.meshgrid([-0.06, 0.0, 0.82, 1.5, 2.5], [0.0, 0.3, 1.0, 5.0, 20.0])
+    got = dict(zip(("BP", "RP", "G"), extinction_coefficients(x, a)))
+    for band, row in BPRP_ROWS.items():
+        assert np.allclose(got[band], _k10(row, x, a), rtol=1e-13, atol=0), band
+
+
+@pytest.mark.parametrize("a0", [0.01, 0.5, 1.0, 3.0, 10.0, 20.0])
+def test_colour_law_agrees_with_the_teff_law_for_the_sun(a0):
+    # Sun: Teff = 5772 K (IAU 2015 B3), (BP-RP)0 = 0.82 mag (Casagrande & VandenBerg 2018,
+    # MNRAS 479, L102). The ESA page quotes fit errors <= 1% (RP), 1.5% (BP), 3.5% (G); the
+    # two parameterisations agree to <= 0.65% here, so a gross slip in the law would show.
+    got = dict(zip(("BP", "RP", "G"), extinction_coefficients(0.82, a0)))
+    for band, row in TEFF_ROWS.items():
+        assert got[band] == pytest.approx(_k10(row, 5772.0 / 5040.0, a0), rel=0.01), band
+
+
+def test_bp_above_g_above_rp_over_the_whole_validity_range():
+    x, a = np.meshgrid(np.linspace(*BPRP0_RANGE, 60), np.linspace(0.0, 20.0, 41))
+    k_bp, k_rp, k_g = extinction_coefficients(x, a)
+    assert np.all(k_bp > k_g) and np.all(k_g > k_rp) and np.all(k_rp > 0)
+
+
+def test_coefficients_are_clamped_outside_the_range_and_nan_for_bad_input():
+    edge = extinction_coefficients(BPRP0_RANGE[1], 20.0)
+    assert np.allclose(extinction_coefficients(3.5, 25.0), edge)  # no cubic extrapolation
+    k_bp, k_rp, k_g = extinction_coefficients([np.nan, 1.0, 1.0], [0.1, -0.1, np.nan])
+    assert np.isnan(k_bp).all() and np.isnan(k_rp).all() and np.isnan(k_g).all()
+    with pytest.raises(DomainError, match="broadcast"):
+        extinction_coefficients([1.0, 2.0], [0.1, 0.2, 0.3])
+
+
+# --- de-reddening -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("a0", [0.05, 0.5, 2.0, 4.0])
+def test_round_trip_recovers_the_intrinsic_colour(a0):
+    bprp0 = np.linspace(-0.05, 2.45, 51)
+    obs = _redden(bprp0, a0)
+    res = deredden_bprp(obs, a0=a0)
+    assert np.max(np.abs(res.bprp0 - bprp0)) < 1e-6
+    assert np.allclose(res.excess, obs - bprp0, atol=1e-9)
+    assert np.all(res.flags == DeredFlag.OK)
+
+
+def test_zero_extinction_is_the_identity():
+    obs = np.array([0.3, 1.1, 2.2])
+    res = deredden_bprp(obs, a0=0.0, e_bprp_obs=0.02, e_a0=0.0)
+    assert np.array_equal(res.bprp0, obs) and np.all(res.excess == 0.0)
+    assert np.allclose(res.e_bprp0, 0.02, rtol=0, atol=1e-15)
+
+
+def test_scalars_in_give_scalars_out():
+    res = deredden_bprp(1.0, a0=0.2)
+    assert np.ndim(res.bprp0) == 0 and np.ndim(res.flags) == 0 and isinstance(res.bprp0, float)
+
+
+def test_error_propagation_matches_numerical_derivatives_of_the_solver():
+    obs, a0, h = 1.3, 1.5, 1e-6
+    # Oracle: differentiate the solver itself by finite differences.
+    d_obs = (deredden_bprp(obs + h, a0=a0).bprp0 - deredden_bprp(obs - h, a0=a0).bprp0) / (2 * h)
+    d_a0 = (deredden_bprp(obs, a0=a0 + h).bprp0 - deredden_bprp(obs, a0=a0 - h).bprp0) / (2 * h)
+    s_obs, s_a0 = 0.01, 0.1
+    res = deredden_bprp(obs, a0=a0, e_bprp_obs=s_obs, e_a0=s_a0)
+    assert res.e_bprp0 == pytest.approx(np.hypot(d_obs * s_obs, d_a0 * s_a0), rel=1e-5)
+
+
+def test_zero_a0_error_keeps_the_observed_error_and_a0_error_adds():
+    base = deredden_bprp(1.0, a0=0.3, e_bprp_obs=0.01, e_a0=0.0).e_bprp0
+    # With sigma_A0 = 0 only the Jacobian 1 / (1 + A0 d(kBP-kRP)/dX) ~ 1.02 scales the error.
+    assert base == pytest.approx(0.01, rel=0.03)
+    errs = [deredden_bprp(1.0, a0=0.3, e_bprp_obs=0.01, e_a0=s).e_bprp0 for s in (0.05, 0.1, 0.3)]
+    assert base < errs[0] < errs[1] < errs[2]
+
+
+def test_ebv_path_equals_a0_path_with_rv_3_1():
+    a = deredden_bprp([0.8, 1.6], ebv=[0.1, 0.4], e_bprp_obs=0.01, e_ebv=0.02)
+    b = deredden_bprp([0.8, 1.6], a0=[0.31, 1.24], e_bprp_obs=0.01, e_a0=0.062)
+    for name in ("bprp0", "e_bprp0", "excess", "a0"):
+        assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-12), name
+
+
+def test_quantities_are_accepted_and_wrong_units_rejected():
+    plain = deredden_bprp(1.2, a0=0.5, e_bprp_obs=0.01)
+    q = deredden_bprp(1.2 * u.mag, a0=500 * u.mmag, e_bprp_obs=10 * u.mmag)
+    assert q.bprp0 == pytest.approx(plain.bprp0) and q.e_bprp0 == pytest.approx(plain.e_bprp0)
+    with pytest.raises(DomainError, match="a0 must be in mag"):
+        deredden_bprp(1.2, a0=0.5 * u.deg)
+
+
+def test_bad_values_give_nan_and_flags_without_touching_good_stars():
+    res = deredden_bprp([1.0, np.nan, 1.0, 1.0, 1.0], a0=[0.2, 0.2, -0.1, np.inf, 0.2],
+                        e_bprp_obs=[0.01, 0.01, 0.01, 0.01, -1.0])  # fmt: skip
+    assert list(res.flags) == [0, DeredFlag.BAD_INPUT, DeredFlag.NEGATIVE_A0,
+                               DeredFlag.BAD_INPUT, DeredFlag.BAD_INPUT]  # fmt: skip
+    assert np.isfinite(res.bprp0[0]) and np.isnan(res.bprp0[1:]).all()
+    assert res.bprp0[0] == pytest.approx(deredden_bprp(1.0, a0=0.2).bprp0)
+
+
+def test_out_of_range_stars_are_flagged_and_warned_about():
+    with pytest.warns(ExtinctionRangeWarning, match="outside"):
+        res = deredden_bprp([1.0, 3.5, 1.0], a0=[0.1, 0.1, 25.0])
+    assert res.flags[0] == DeredFlag.OK
+    assert res.flags[1] & DeredFlag.COLOUR_OUT_OF_RANGE
+    assert res.flags[2] & DeredFlag.A0_OUT_OF_RANGE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in-range input must stay silent
+        deredden_bprp([0.5, 2.0], a0=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(bprp_obs=1.0), dict(bprp_obs=1.0, a0=0.1, ebv=0.03), dict(bprp_obs=[1.0, 2.0], a0=[0.1] * 3),
+     dict(bprp_obs="red", a0=0.1), dict(bprp_obs=1.0, a0=0.1, e_ebv=0.01)],
+)  # fmt: skip
+def test_call_mistakes_raise_one_line_domain_errors(kwargs):
+    with pytest.raises(DomainError) as info:
+        deredden_bprp(**kwargs)
+    assert isinstance(info.value, (ChronoflowError, ValueError)) and "\n" not in str(info.value)
+
+
+def test_non_convergence_fails_loudly():
+    with pytest.raises(ExtinctionConvergenceError, match="did not converge"):
+        deredden_bprp(1.0, a0=1.0, max_iter=1)
+
+
+def test_deredden_table_adds_columns_and_leaves_the_input_intact():
+    df = pd.DataFrame({"BPRP": [0.9, 1.8, np.nan], "EBV": [0.05, 0.1, 0.1], "e_BPRP": 0.01})
+    before = df.copy()
+    out = deredden_table(df, ebv_col="EBV", e_bprp_col="e_BPRP")
+    pd.testing.assert_frame_equal(df, before)
+    direct = deredden_bprp(df["BPRP"].to_numpy(), ebv=df["EBV"].to_numpy(), e_bprp_obs=0.01)
+    assert np.allclose(out["BPRP_0"], direct.bprp0, equal_nan=True)
+    assert np.allclose(out["e_BPRP_0"], direct.e_bprp0, equal_nan=True)
+    assert np.allclose(out["E_BPRP"], direct.excess, equal_nan=True)
+    assert list(out["DERED_FLAG"]) == [0, 0, DeredFlag.BAD_INPUT]
+    with pytest.raises(DomainError, match="A0"):
+        deredden_table(df)  # default A0 column absent
+    with pytest.raises(DomainError, match="not both"):
+        deredden_table(df, a0_col="EBV", ebv_col="EBV")
+
+
+# --- dust maps ----------------------------------------------------------------------------------
+
+# Cluster centres (ICRS, deg): Praesepe (M44) and the Hyades, both well off the plane.
+PRAESEPE, HYADES = (130.10, 19.67), (66.75, 15.87)
+
+
+def test_importing_the_module_does_not_import_dustmaps():
+    code = "import sys, chronoflow.extinction; print('dustmaps' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bh_map_gives_finite_reddening_at_high_latitude():
+    ra, dec = np.array([PRAESEPE[0], HYADES[0]]), np.array([PRAESEPE[1], HYADES[1]])
+    b = SkyCoord(ra=ra * u.deg, dec=dec * u.deg).galactic.b.deg
+    assert np.all(np.abs(b) > 10)  # BH82 covers only |b| > 10 deg
+    ebv = extinction_from_dustmap(ra, dec, map_name="bh")
+    assert ebv.shape == (2,) and np.all(np.isfinite(ebv)) and np.all((ebv >= 0) & (ebv < 0.5))
+    assert extinction_from_dustmap(*PRAESEPE, map_name="bh", output="a0") == pytest.approx(
+        3.1 * ebv[0])
+    # Quantities work; the Galactic centre (b ~ 0) and an impossible dec give NaN, not a crash.
+    more = extinction_from_dustmap([PRAESEPE[0], 266.4, 10.0] * u.deg, [PRAESEPE[1], -28.9, 95.0],
+                                   map_name="bh")  # fmt: skip
+    assert more[0] == pytest.approx(ebv[0]) and np.isnan(more[1:]).all()
+
+
+@pytest.mark.parametrize("map_name", ["sfd", "bayestar", "edenhofer2023"])
+def test_missing_map_files_raise_one_line_error_with_fetch_command(map_name, tmp_path):
+    with pytest.raises(DustMapMissingError) as info:
+        extinction_from_dustmap(*PRAESEPE, distance_pc=186.0, map_name=map_name, data_dir=tmp_path)
+    msg = str(info.value)
+    assert isinstance(info.value, ChronoflowError) and "\n" not in msg
+    assert f"dustmaps.{map_name}.fetch()" in msg and str(tmp_path) in msg
+    assert not any(tmp_path.iterdir())  # nothing was downloaded or written
+
+
+def test_sfd_reads_files_from_data_dir_and_applies_the_sf11_factor(tmp_path):
+    from astropy.io import fits
+
+    # A constant stand-in for the two SFD98 polar files (Lambert zenithal equal-area, as SFD).
+    (tmp_path / "sfd").mkdir()
+    for pole, lat in (("ngp", 90.0), ("sgp", -90.0)):
+        hdr = fits.Header({"CTYPE1": "GLON-ZEA", "CTYPE2": "GLAT-ZEA", "CRVAL1": 0.0,
+                           "CRVAL2": lat, "CRPIX1": 4.5, "CRPIX2": 4.5, "CDELT1": -30.0,
+                           "CDELT2": 30.0, "LONPOLE": 180.0 if lat > 0 else 0.0})  # fmt: skip
+        data = np.full((8, 8), 0.1, dtype="f4")
+        fits.PrimaryHDU(data, header=hdr).writeto(tmp_path / "sfd" / f"SFD_dust_4096_{pole}.fits")
+    ra, dec = [PRAESEPE[0], HYADES[0]], [PRAESEPE[1], -60.0]  # one star in each hemisphere
+    raw = extinction_from_dustmap(ra, dec, map_name="sfd", data_dir=tmp_path, output="raw")
+    ebv = extinction_from_dustmap(ra, dec, map_name="sfd", data_dir=tmp_path)
+    assert np.allclose(raw, 0.1) and np.allclose(ebv, 0.086)  # Schlafly & Finkbeiner (2011)
+
+
+def test_dustmaps_config_is_never_written(monkeypatch, tmp_path):
+    from dustmaps import config as dm_config
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dustmaps config was written")
+
+    monkeypatch.setattr(dm_config.Configuration, "save", refuse)
+    extinction_from_dustmap(*HYADES, map_name="bh")
+    with pytest.raises(DustMapMissingError):
+        extinction_from_dustmap(*HYADES, map_name="sfd", data_dir=tmp_path)
+
+
+def test_dust_map_call_mistakes_raise_domain_errors():
+    with pytest.raises(DomainError, match="distance_pc"):
+        extinction_from_dustmap(*PRAESEPE, map_name="bayestar")
+    with pytest.raises(DomainError, match="unknown dust map"):
+        extinction_from_dustmap(*PRAESEPE, map_name="planck")
+    with pytest.raises(DomainError, match="output"):
+        extinction_from_dustmap(*PRAESEPE, map_name="bh", output="av")
