@@ -151,7 +151,7 @@ def _fit(
     generator = torch.Generator().manual_seed(cfg.seed)
     y = torch.as_tensor(train[0])
     ctx = torch.as_tensor(train[1])
-    w = torch.as_tensor(train[2] if cfg.membership_weighted else np.ones_like(train[2]))
+    w = torch.tensor(train[2] if cfg.membership_weighted else np.ones_like(train[2]))
     w = w / w.mean()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))

@@ -42,3 +42,33 @@ def catalogue(catalogue_path):
     from chronoflow.catalogue import load_catalogue
 
     return load_catalogue(catalogue_path)
+
+
+def make_toy_catalogue(n_per_cluster: int = 60, seed: int = 0):
+    """A small synthetic catalogue in the full schema: 7 clusters, a toy spin-down law."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ages = {"A": 5.0, "B": 30.0, "C": 120.0, "D": 300.0, "E": 650.0, "F": 1500.0, "G": 3500.0}
+    rows = []
+    for i, (name, age) in enumerate(ages.items()):
+        colour = rng.uniform(0.5, 2.5, n_per_cluster)
+        log_p = 0.5 * np.log10(age / 100) + 0.4 * (colour - 1) + 0.6 + rng.normal(0, 0.08 + 0.1 * (age < 100), n_per_cluster)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "GaiaDR3_ID": np.arange(n_per_cluster) + 1000 * (i + 1),
+                    "cluster": name, "subgroup": name, "data_catalog": "toy", "Prot_source": "toy",
+                    "Prot": 10**log_p, "mem_prob_hdbscan": np.nan, "mem_prob_source": rng.uniform(0.5, 1, n_per_cluster),
+                    "dr3_parallax_zpt_corrected": 5.0, "dr3_ruwe": 1.0, "G_0": 14.0, "BPRP_0": colour,
+                    "e_BPRP_0": rng.uniform(0.01, 0.05, n_per_cluster), "dustmap": "toy", "fiducial_age_Myr": age,
+                    "cmd_exclude": 0, "dered_exclude": 0, "phot_exclude": 0,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture
+def toy_catalogue():
+    return make_toy_catalogue()
