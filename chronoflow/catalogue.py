@@ -9,6 +9,7 @@ downloaded once into the user cache with a pinned checksum.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -175,6 +176,10 @@ def load_catalogue(
         raise CatalogueError(f"could not read catalogue {path}: {type(exc).__name__}: {exc}") from None
     if validate:
         validate_catalogue(df)
+    # Provenance travels with the table: training records it in the model card.
+    df.attrs["source"] = path.name
+    df.attrs["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    df.attrs["n_rows"] = len(df)
     return df
 
 

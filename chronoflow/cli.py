@@ -132,7 +132,7 @@ def _print_card(card: dict) -> None:
         ("chronoflow / torch / nflows", f"{card.get('chronoflow_version')} / {card.get('torch_version')} / {card.get('nflows_version')}"),
         ("architecture", f"{arch['kind']}: {arch['n_transforms']} transforms x {arch['n_bins']} bins, MLP {arch['n_hidden_layers']}x{arch['hidden']}, tails +-{arch['tail_bound']:g}"),
         ("parameters", str(card.get("n_parameters"))),
-        ("training catalogue sha256", card.get("catalogue_sha256", "?")),
+        ("training catalogue", f"{card.get('catalogue_file')} (file sha256 {card.get('catalogue_file_sha256')})"),
         ("training stars / clusters", f"{card.get('n_training_stars')} / {len(card.get('clusters', []))}"),
         ("seed", str(card.get("training", {}).get("seed"))),
         ("validation clusters", ", ".join(card.get("split", {}).get("val_clusters", [])) or "-"),
@@ -169,6 +169,85 @@ def model_info(
         print(json.dumps(card, indent=2, sort_keys=True))
     else:
         _print_card(card)
+
+
+def _read_user_table(file: Optional[Path]):
+    """A user's table (any columns), or the published catalogue when no file is given."""
+    from .catalogue import _read_table, load_catalogue
+
+    if file is None:
+        return load_catalogue()
+    if not file.is_file():
+        raise ChronoflowError(f"file not found: {file}")
+    try:
+        return _read_table(file)
+    except Exception as exc:
+        raise ChronoflowError(f"could not read {file}: {type(exc).__name__}: {exc}") from None
+
+
+@app.command("age-cluster")
+def age_cluster_command(
+    file: Optional[Path] = typer.Argument(None, help="CSV/Parquet/FITS in the catalogue schema. Default: the published catalogue."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster to age (may be omitted when FILE holds one)."),
+    by: str = typer.Option("cluster", help="Select on 'cluster' or 'subgroup'."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the posterior + period-colour figure here."),
+    f_out: float = typer.Option(0.05, help="Outlier fraction of the mixture likelihood."),
+    membership: str = typer.Option("mem_prob_source", help="Membership column ('none': all members)."),
+    no_cuts: bool = typer.Option(False, "--no-cuts", help="Do not apply the published cuts."),
+    prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+    method: str = typer.Option("fast", help="'fast' (grid posterior)."),
+) -> None:
+    """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
+    import json
+
+    from .ages import cluster_age
+    from .artifact import load_model
+
+    if method != "fast":
+        raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast'")
+    flow = load_model(model)
+    df = _read_user_table(file)
+    res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=None if membership.lower() == "none" else membership,
+                      cuts=not no_cuts, prior=prior)
+    if plot is not None:
+        from .plotting import plot_cluster_age
+
+        plot_cluster_age(res, flow, plot)
+    if as_json:
+        print(json.dumps(res.to_dict()))
+        return
+    a, l = res.age_myr, res.summary
+    out.print(f"[bold]{res.cluster}[/bold]: {res.n_used} of {res.n_rows} stars used")
+    out.print(f"  log10 age/Myr = {l['median']:.3f} (+{l['p84'] - l['median']:.3f} / -{l['median'] - l['p16']:.3f})")
+    out.print(f"  age = {a['median']:.1f} Myr (16-84 %: {a['p16']:.1f} - {a['p84']:.1f} Myr)")
+    if plot is not None:
+        out.print(f"  figure: {plot}")
+
+
+@app.command("age-stars")
+def age_stars_command(
+    file: Path = typer.Argument(..., help="CSV/Parquet with Prot [d], BPRP_0 [mag], e_BPRP_0 [mag]."),
+    out_file: Path = typer.Option(..., "--out", help="Output table (.csv or .parquet): the input rows plus ages and flags."),
+    prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+) -> None:
+    """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE."""
+    from .ages import star_ages
+    from .artifact import load_model
+
+    suffix = out_file.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ChronoflowError(f"unknown output format {suffix!r}; allowed: .csv, .parquet")
+    df = _read_user_table(file)
+    res = star_ages(df, model=load_model(model), prior=prior)
+    if suffix == ".csv":
+        res.to_csv(out_file, index=False, na_rep="NULL")
+    else:
+        res.to_parquet(out_file, index=False)
+    n_flag = int((res["flag"] != "").sum())
+    out.print(f"aged {len(res)} stars ({n_flag} flagged) -> {out_file}")
 
 
 def main() -> None:

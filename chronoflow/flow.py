@@ -144,9 +144,13 @@ class TrainingDomain:
     log10_e_bprp0: tuple[float, float] = (-math.inf, math.inf)
 
     @classmethod
-    def fit(cls, context: np.ndarray) -> TrainingDomain:
-        lo, hi = context.min(axis=0), context.max(axis=0)
-        return cls(*[(float(a), float(b)) for a, b in zip(lo, hi)])
+    def fit(cls, context: np.ndarray, tail: float = 0.005) -> TrainingDomain:
+        """Ranges from training contexts: the full age range (cluster ages are discrete), and the
+        central ``1 - 2 tail`` of colours and colour errors (a handful of extreme stars should
+        not stretch the domain where the model has learned nothing)."""
+        ages = (float(context[:, 0].min()), float(context[:, 0].max()))
+        lo, hi = np.quantile(context[:, 1:], [tail, 1 - tail], axis=0)
+        return cls(ages, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in asdict(self).items()}
@@ -207,6 +211,50 @@ class _ContextSpline(Transform):
 
     def inverse(self, inputs, context=None):
         return self._spline(inputs, context, inverse=True)
+
+
+def _rq_spline_forward(x: torch.Tensor, params: torch.Tensor, n_bins: int, bound: float, scale: float):
+    """Forward rational-quadratic spline with linear tails, as nflows computes it, for 1-D ``x``.
+
+    ``params`` is ``[N, 3K - 1]`` (unnormalized widths, heights, interior slopes). Inputs outside
+    [-bound, bound] pass through with zero log-derivative. Mirrors
+    ``nflows.transforms.splines.rational_quadratic`` (min bin width/height/derivative 1e-3).
+    """
+    from nflows.transforms.splines.rational_quadratic import (
+        DEFAULT_MIN_BIN_HEIGHT as min_h,
+        DEFAULT_MIN_BIN_WIDTH as min_w,
+        DEFAULT_MIN_DERIVATIVE as min_d,
+    )
+
+    k = n_bins
+    inside = (x >= -bound) & (x <= bound)
+    xc = x.clamp(-bound, bound)
+    edge = math.log(math.exp(1 - min_d) - 1)  # softplus^-1(1 - min_d): unit slope at both ends
+
+    def knots(unnorm, min_size):
+        size = min_size + (1 - min_size * k) * torch.softmax(unnorm / scale, dim=-1)
+        cum = torch.nn.functional.pad(torch.cumsum(size, dim=-1), (1, 0))
+        cum = 2 * bound * cum - bound
+        cum[..., 0], cum[..., -1] = -bound, bound
+        return cum, cum[..., 1:] - cum[..., :-1]
+
+    cumw, widths = knots(params[:, :k], min_w)
+    cumh, heights = knots(params[:, k : 2 * k], min_h)
+    slopes = torch.nn.functional.pad(params[:, 2 * k :], (1, 1), value=edge)
+    slopes = min_d + torch.nn.functional.softplus(slopes)
+    locations = cumw.clone()
+    locations[:, -1] += 1e-6
+    idx = ((xc[:, None] >= locations).sum(-1) - 1).clamp(0, k - 1)[:, None]
+    x0, w = cumw.gather(-1, idx)[:, 0], widths.gather(-1, idx)[:, 0]
+    y0, h = cumh.gather(-1, idx)[:, 0], heights.gather(-1, idx)[:, 0]
+    d0, d1 = slopes.gather(-1, idx)[:, 0], slopes[:, 1:].gather(-1, idx)[:, 0]
+    delta = h / w
+    theta = (xc - x0) / w
+    t1t = theta * (1 - theta)
+    denom = delta + (d0 + d1 - 2 * delta) * t1t
+    out = y0 + h * (delta * theta**2 + d0 * t1t) / denom
+    logdet = torch.log(delta**2 * (d1 * theta**2 + 2 * delta * t1t + d0 * (1 - theta) ** 2)) - 2 * torch.log(denom)
+    return torch.where(inside, out, x), torch.where(inside, logdet, torch.zeros_like(logdet))
 
 
 class RotationModel(nn.Module):
@@ -341,6 +389,51 @@ class RotationModel(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 262_144) -> np.ndarray:
+        """ln p(log10 Prot | age, colour, error) for every star at every age: ``array[stars, ages]``.
+
+        The workhorse of age posteriors: one batched evaluation over stars x ages, chunked over
+        stars so that at most ``max_pairs`` star-age pairs are in memory at once.
+
+        Parameters
+        ----------
+        log_prot, bprp0, log10_e_bprp0 : array_like, shape ``[stars]``
+            log10 Prot [log10 d], (BP-RP)0 [mag], log10 e_(BP-RP)0 [log10 mag].
+        log10_age_myr : array_like, shape ``[ages]`` or ``[stars, ages]``
+            Ages [log10 Myr]: one grid shared by all stars, or one row of ages per star.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``[stars, ages]``, float64
+        """
+        y, star, ages = self._grid_inputs(log_prot, bprp0, log10_e_bprp0, log10_age_myr)
+        per_star = ages.ndim == 2
+        if per_star and ages.shape[0] != len(y):
+            raise ValueError(f"per-star ages need one row per star: {ages.shape[0]} rows for {len(y)} stars")
+        n_ages = ages.shape[-1]
+        out = np.empty((len(y), n_ages))
+        step = max(1, max_pairs // max(n_ages, 1))
+        with torch.no_grad():
+            for i in range(0, len(y), step):
+                rows = slice(i, i + step)
+                chunk_ages = ages[rows] if per_star else ages[None, :]
+                out[rows] = self._grid_chunk(y[rows], star[rows], chunk_ages).double().numpy()
+        return out
+
+    def _grid_inputs(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr):
+        y = torch.as_tensor(np.asarray(log_prot, dtype=float).reshape(-1))
+        star = torch.as_tensor(np.stack([np.asarray(bprp0, dtype=float).reshape(-1),
+                                         np.asarray(log10_e_bprp0, dtype=float).reshape(-1)], axis=-1))
+        ages = np.asarray(log10_age_myr, dtype=float)
+        ages = torch.as_tensor(ages if ages.ndim == 2 else ages.reshape(-1))
+        return y, star, ages
+
+    def _grid_chunk(self, y: torch.Tensor, star: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        """``ages`` is ``[1 or stars, ages]``; returns ``[stars, ages]``."""
+        n_ages = ages.shape[-1]
+        ctx = torch.cat([ages[..., None].expand(len(y), -1, 1), star[:, None, :].expand(-1, n_ages, 2)], -1)
+        return self.log_prob(y[:, None], ctx)
+
 
 class SplineFlow(RotationModel):
     """Normalizing flow: standard-normal base, ``n_transforms`` context-conditioned RQ splines."""
@@ -361,6 +454,28 @@ class SplineFlow(RotationModel):
     def _cdf_std(self, y, ctx):
         z, _ = self.transform(y, context=ctx)
         return torch.special.ndtr(z[:, 0])
+
+    def _grid_chunk(self, y, star, ages):
+        # Same density as log_prob, organised for a stars x ages grid: the first layer of each
+        # context MLP is linear, so its age and star parts are computed once and added by
+        # broadcasting; the spline is evaluated without nflows' boolean-mask scatter.
+        dt = self.dtype
+        mean, std = self._ctx_mean.to(dt), self._ctx_std.to(dt)
+        age_std = ((ages.to(dt) - mean[0]) / std[0])[..., None]  # [1 or S, A, 1]
+        star_std = (star.to(dt) - mean[1:]) / std[1:]  # [S, 2]
+        value, _ = self._target(y.to(dt)[:, None])
+        value = value.expand(-1, ages.shape[-1]).contiguous()  # [S, A]
+        logdet = torch.zeros_like(value)
+        for spline in self.transform._transforms:
+            first, rest = spline.net[0], spline.net[1:]
+            hidden = age_std * first.weight[:, 0] + (star_std @ first.weight[:, 1:].T + first.bias)[:, None, :]
+            params = hidden.reshape(-1, hidden.shape[-1])
+            for layer in rest:  # in-place ReLU and fused bias: the grid is memory-bound
+                params = params.relu_() if isinstance(layer, nn.ReLU) else torch.addmm(layer.bias, params, layer.weight.T)
+            value, ld = _rq_spline_forward(value.reshape(-1), params, spline.n_bins, spline.tail_bound,
+                                           math.sqrt(spline.net[-1].in_features))
+            value, logdet = value.reshape(logdet.shape), logdet + ld.reshape(logdet.shape)
+        return -0.5 * value**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(self.scaling.log_prot_std)
 
     def _sample_std(self, ctx, generator):
         # Drawn in the model's dtype with our own generator (nflows' Flow.sample uses the global

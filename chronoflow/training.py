@@ -304,6 +304,7 @@ def train(
 
     import nflows
 
+    whole_file = catalogue.attrs.get("n_rows") == len(catalogue)
     card = {
         "format": "chronoflow-model",
         "format_version": 1,
@@ -317,6 +318,9 @@ def train(
         "training_domain": final.domain.to_dict(),
         "training": config.to_dict(),
         "catalogue_sha256": catalogue_sha256(catalogue),
+        # The file the table was read from, when it was used whole (pandas copies attrs to subsets).
+        "catalogue_file": catalogue.attrs.get("source") if whole_file else None,
+        "catalogue_file_sha256": catalogue.attrs.get("sha256") if whole_file else None,
         "n_catalogue_rows": int(len(catalogue)),
         "n_training_stars": int(len(df) if final is not flow else len(df_train)),
         "clusters": sorted(final_names),

@@ -1,0 +1,466 @@
+"""Fast age posteriors: single stars and clusters, on a grid of log10 age.
+
+Both paths evaluate the flow as one batched tensor computation over stars x ages
+(:meth:`~chronoflow.flow.RotationModel.log_prob_grid`). By default they use a coarse-to-fine
+grid, which gives the dense-grid answer at a fraction of the cost:
+
+* single stars: the log-likelihood is computed on ``n_nodes`` evenly spaced nodes of the grid
+  and interpolated onto the full grid with a cubic spline (single-star posteriors are broad,
+  ~0.7 dex, though M dwarfs can have sharp features: the node count is set by the accuracy test);
+* clusters: the summed mixture log-likelihood is computed on the nodes, and every grid point
+  within the window where it is within ``window_nats`` of its maximum (plus one node on each
+  side) is then evaluated exactly; outside the window the posterior is below e^-window_nats of
+  its peak.
+
+``method="dense"`` evaluates every grid point (the reference the tests compare against).
+
+The cluster likelihood is the ChronoFlow mixture: for star *i* at age *t*,
+``L_i(t) = w_i p_flow(log P_i | t, c_i, e_i) + (1 - w_i) p_bg(log P_i)`` with
+``w_i = p_member,i (1 - f_out)`` and a background uniform in log P on [-1.75, 2.5];
+the cluster log-likelihood is the sum over stars, with a prior flat in log age by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .catalogue import training_sample
+from .errors import ChronoflowError, DomainError
+from .flow import RotationModel
+from .posterior import (
+    Prior,
+    age_grid,
+    coarse_indices,
+    interpolate_to_grid,
+    log_prior,
+    normalize,
+    summarize_posterior,
+)
+
+__all__ = ["ClusterAge", "cluster_age", "cluster_ages", "star_ages", "star_flags"]
+
+#: Columns a table needs for ageing.
+REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
+#: The paper's background: uniform in log10 Prot [log10 d] over this range.
+DEFAULT_BACKGROUND = (-1.75, 2.5)
+
+
+def _model(model: RotationModel | str | None) -> RotationModel:
+    from .artifact import load_model
+
+    if model is None or isinstance(model, str):
+        return load_model(model)
+    return model
+
+
+def _model_name(model: RotationModel) -> str:
+    card = getattr(model, "card", {}) or {}
+    return f"{card.get('weights_sha256', 'untracked')[:12]} ({card.get('created', 'no card')})"
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ChronoflowError(
+            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; ageing needs "
+            "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]"
+        )
+
+
+def star_flags(df: pd.DataFrame, model: RotationModel) -> pd.Series:
+    """Why each row cannot be aged, or is aged outside the training domain ('' when fine).
+
+    Flags (comma-separated): ``missing_value`` (NaN Prot, colour or error), ``nonpositive``
+    (Prot <= 0 or e_BPRP_0 <= 0), ``colour_outside_domain`` and ``error_outside_domain``
+    (outside the ranges the model was trained on).
+    """
+    _require(df, REQUIRED)
+    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
+    flags = np.full(len(df), "", dtype=object)
+
+    def add(mask, name):
+        flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
+
+    missing = ~(np.isfinite(prot) & np.isfinite(col) & np.isfinite(err))
+    add(missing, "missing_value")
+    with np.errstate(invalid="ignore"):
+        add(~missing & ((prot <= 0) | (err <= 0)), "nonpositive")
+        lo, hi = model.domain.bprp0
+        add(~missing & ((col < lo) | (col > hi)), "colour_outside_domain")
+        lo, hi = model.domain.log10_e_bprp0
+        log_err = np.log10(np.where(err > 0, err, np.nan))
+        add(~missing & (err > 0) & ((log_err < lo) | (log_err > hi)), "error_outside_domain")
+    return pd.Series(flags, index=df.index, name="flag")
+
+
+def _unusable(flags: pd.Series) -> np.ndarray:
+    return flags.str.contains("missing_value|nonpositive", regex=True).to_numpy()
+
+
+def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes):
+    """Unnormalized log posterior of each star on the full grid, ``[stars, ages]``: every grid
+    point (dense), or ``n_nodes`` evenly spaced nodes joined by a cubic spline (adaptive)."""
+    if method == "dense":
+        return model.log_prob_grid(log_prot, colour, log_err, grid) + logp
+    nodes = coarse_indices(len(grid), n_nodes)
+    return interpolate_to_grid(model.log_prob_grid(log_prot, colour, log_err, grid[nodes]), grid[nodes], grid) + logp
+
+
+def star_ages(
+    df: pd.DataFrame,
+    *,
+    model: RotationModel | str | None = None,
+    grid: np.ndarray | None = None,
+    prior: Prior = "log-flat",
+    method: str = "adaptive",
+    n_nodes: int = 168,
+    chunk_stars: int = 20_000,
+    return_posteriors: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
+    """Age posterior of every star from its rotation period and colour.
+
+    Parameters
+    ----------
+    df
+        Table with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag] (other columns kept).
+    model
+        A loaded model, a model file path, or ``None`` for the shipped model.
+    grid
+        log10 age grid [log10 Myr]; default :func:`~chronoflow.posterior.age_grid` ().
+    prior
+        ``"log-flat"`` (default), ``"flat"`` (in age) or a callable of log10 age.
+    method
+        ``"adaptive"`` (``n_nodes`` grid nodes + cubic spline, default) or ``"dense"``.
+    n_nodes
+        Flow evaluations per star of the adaptive method (the default keeps the 16/50/84 %
+        points within 0.005 dex of the dense 1000-point grid; see the tests).
+    chunk_stars
+        Stars per batch (bounds memory: ~chunk_stars x len(grid) x 8 bytes).
+    return_posteriors
+        Also return the posterior densities ``array[rows, ages]`` (per dex; NaN rows for
+        unusable stars).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The input rows (same index, same order, none dropped) plus ``log10_age_p16``,
+        ``log10_age_median``, ``log10_age_p84``, ``log10_age_map`` [log10 Myr],
+        ``age_myr_p16``, ``age_myr_median``, ``age_myr_p84`` [Myr] and ``flag`` (see
+        :func:`star_flags`; NaN ages where the flag is ``missing_value`` or ``nonpositive``).
+
+    Examples
+    --------
+    >>> ages = star_ages(pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02]}))
+    >>> 2.0 < ages["log10_age_median"].iloc[0] < 3.5
+    True
+    """
+    model = _model(model)
+    grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
+    if method not in ("adaptive", "dense"):
+        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
+    flags = star_flags(df, model)
+    ok = ~_unusable(flags)
+    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
+    logp = log_prior(grid, prior)
+    cols = ["p16", "median", "p84", "map"]
+    summary = {c: np.full(len(df), np.nan) for c in cols}
+    posteriors = np.full((len(df), len(grid)), np.nan) if return_posteriors else None
+    idx = np.flatnonzero(ok)
+    for start in range(0, len(idx), chunk_stars):
+        rows = idx[start : start + chunk_stars]
+        log_post = _star_log_posterior(
+            model, np.log10(prot[rows]), col[rows], np.log10(err[rows]), grid, logp, method, n_nodes
+        )
+        dens = normalize(log_post, grid)
+        for c, v in summarize_posterior(dens, grid).items():
+            summary[c][rows] = v
+        if posteriors is not None:
+            posteriors[rows] = dens
+    out = df.copy()
+    for c in ("p16", "median", "p84", "map"):
+        out[f"log10_age_{c}"] = summary[c]
+    for c in ("p16", "median", "p84"):
+        out[f"age_myr_{c}"] = 10 ** summary[c]
+    out["flag"] = flags
+    return (out, posteriors) if return_posteriors else out
+
+
+@dataclass
+class ClusterAge:
+    """Result of :func:`cluster_age`.
+
+    Attributes
+    ----------
+    cluster
+        Name of the cluster (or subgroup).
+    grid
+        log10 age grid [log10 Myr].
+    posterior
+        Posterior density per dex on the grid (integrates to 1).
+    summary
+        ``median``, ``p16``, ``p84``, ``map`` in log10 Myr.
+    stars
+        The selected input rows plus ``used`` (bool), ``flag`` and ``p_outlier`` (posterior
+        probability that the star belongs to the background rather than the cluster sequence).
+    n_rows, n_used
+        Rows selected for the cluster, and rows that entered the likelihood.
+    model
+        Identifier of the model (weights checksum and creation date).
+    settings
+        ``f_out``, ``membership``, ``background``, ``prior``, ``method``, cuts report.
+    """
+
+    cluster: str
+    grid: np.ndarray
+    posterior: np.ndarray
+    summary: dict[str, float]
+    stars: pd.DataFrame
+    n_rows: int
+    n_used: int
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def age_myr(self) -> dict[str, float]:
+        """Median and 16/84 percentiles in Myr."""
+        return {k: float(10 ** self.summary[k]) for k in ("median", "p16", "p84")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON summary printed by ``chronoflow age-cluster --json``."""
+        return {
+            "cluster": self.cluster,
+            "n_rows": int(self.n_rows),
+            "n_used": int(self.n_used),
+            "log10_age_myr": {k: float(self.summary[k]) for k in ("median", "p16", "p84")},
+            "age_myr": self.age_myr,
+            "method": "fast",
+            "model": self.model,
+        }
+
+    def posterior_table(self) -> pd.DataFrame:
+        """The posterior grid as a table: ``log10_age_myr``, ``age_myr``, ``density_per_dex``."""
+        return pd.DataFrame({"log10_age_myr": self.grid, "age_myr": 10**self.grid, "density_per_dex": self.posterior})
+
+    def to_inference_data(self, n_draws: int = 4000, seed: int = 0):
+        """Draws from the grid posterior (inverse CDF) as ArviZ InferenceData (variable ``log10_age``)."""
+        import arviz as az
+
+        rng = np.random.default_rng(seed)
+        from .posterior import _cdf
+
+        cdf = _cdf(self.posterior, self.grid)
+        draws = np.interp(rng.uniform(size=n_draws), cdf, self.grid)
+        return az.from_dict(posterior={"log10_age": draws[None, :]}, attrs={"cluster": self.cluster, "method": "fast"})
+
+
+def _background_logpdf(background, log_prot: np.ndarray) -> np.ndarray:
+    if callable(background):
+        return np.asarray(background(log_prot), dtype=float)
+    lo, hi = background
+    if not hi > lo:
+        raise DomainError(f"background range must have lo < hi (log10 d), got {background}")
+    with np.errstate(divide="ignore"):
+        return np.where((log_prot >= lo) & (log_prot <= hi), -math.log(hi - lo), -np.inf)
+
+
+def _select(df: pd.DataFrame, cluster: str | None, by: str) -> tuple[pd.DataFrame, str]:
+    if by not in df.columns:
+        if cluster is None:
+            return df, "cluster"
+        raise ChronoflowError(f"missing column {by!r}: cannot select cluster {cluster!r}")
+    names = pd.unique(df[by].astype(str))
+    if cluster is None:
+        if len(names) != 1:
+            shown = ", ".join(sorted(names)[:12]) + (" ..." if len(names) > 12 else "")
+            raise ChronoflowError(f"the table holds {len(names)} {by}s ({shown}); choose one with cluster=NAME (--cluster)")
+        return df, str(names[0])
+    if cluster not in set(names):
+        raise ChronoflowError(f"unknown {by} {cluster!r}; the table holds: {', '.join(sorted(names))}")
+    return df[df[by].astype(str) == cluster], cluster
+
+
+def _available_cuts(df: pd.DataFrame, cuts: bool, ruwe_max: float | None):
+    if not cuts:
+        return df, []
+    needed = {"cmd_exclude", "dered_exclude", "phot_exclude"}
+    if not needed <= set(df.columns) or (ruwe_max is not None and "dr3_ruwe" not in df.columns):
+        return df, [{"cut": "published cuts", "removed": 0, "remaining": len(df), "note": "flag/RUWE columns absent: not applied"}]
+    kept, report = training_sample(df, ruwe_max=ruwe_max)
+    return kept, report.to_dict("records")
+
+
+def cluster_age(
+    df: pd.DataFrame,
+    cluster: str | None = None,
+    *,
+    by: str = "cluster",
+    model: RotationModel | str | None = None,
+    grid: np.ndarray | None = None,
+    prior: Prior = "log-flat",
+    f_out: float = 0.05,
+    membership: str | None = "mem_prob_source",
+    background: tuple[float, float] | Callable[[np.ndarray], np.ndarray] = DEFAULT_BACKGROUND,
+    cuts: bool = True,
+    ruwe_max: float | None = 1.4,
+    include_out_of_domain: bool = False,
+    method: str = "adaptive",
+    n_coarse: int = 84,
+    window_nats: float = 30.0,
+) -> ClusterAge:
+    """Age posterior of a cluster from its rotators.
+
+    Parameters
+    ----------
+    df
+        Catalogue-schema table (``Prot`` [d], ``BPRP_0``/``e_BPRP_0`` [mag], membership,
+        optional flag columns and ``dr3_ruwe``).
+    cluster
+        Value of the ``by`` column to select; may be omitted when the table holds one cluster.
+    by
+        ``"cluster"`` or ``"subgroup"``.
+    model
+        A loaded model, a model file path, or ``None`` for the shipped model.
+    grid
+        log10 age grid [log10 Myr]; default 0 - 4.14, 1000 points.
+    prior
+        ``"log-flat"`` (default), ``"flat"`` or a callable of log10 age.
+    f_out
+        Outlier fraction of the mixture, in [0, 1).
+    membership
+        Column of membership probabilities (``None``: every star a member).
+    background
+        (lo, hi) of the uniform background in log10 Prot [log10 d], or a callable returning
+        its log density.
+    cuts, ruwe_max
+        Apply the published cuts (when the flag columns exist) with this RUWE limit.
+    include_out_of_domain
+        Use stars whose colour or colour error lies outside the training domain (off by default:
+        the flow extrapolates there). They are flagged either way.
+    method
+        ``"adaptive"`` (coarse-to-fine, default) or ``"dense"`` (every grid point).
+    n_coarse, window_nats
+        Nodes of the coarse pass, and the log-likelihood drop that bounds the refined window.
+
+    Returns
+    -------
+    ClusterAge
+
+    Raises
+    ------
+    ChronoflowError
+        Unknown cluster, missing columns, bad ``f_out``, or no usable star.
+    """
+    model = _model(model)
+    grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
+    if not 0 <= f_out < 1:
+        raise DomainError(f"f_out must be in [0, 1), got {f_out}")
+    if method not in ("adaptive", "dense"):
+        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
+    _require(df, REQUIRED)
+    selected, name = _select(df, cluster, by)
+    kept, cut_report = _available_cuts(selected, cuts, ruwe_max)
+    stars = selected.copy()
+    stars["flag"] = star_flags(stars, model)
+    stars["used"] = stars.index.isin(kept.index) & ~_unusable(stars["flag"])
+    if not include_out_of_domain:
+        stars["used"] &= ~stars["flag"].str.contains("outside_domain").to_numpy()
+    if membership is not None and membership not in stars.columns:
+        raise ChronoflowError(f"missing membership column {membership!r}; pass membership=None to treat every star as a member")
+    n_used = int(stars["used"].sum())
+    if n_used == 0:
+        reasons = stars["flag"].replace("", "removed by the cuts").value_counts().to_dict()
+        raise ChronoflowError(f"no usable star in {by} {name!r} ({len(stars)} rows: {reasons})")
+
+    use = stars[stars["used"]]
+    log_prot = np.log10(use["Prot"].to_numpy(float))
+    colour = use["BPRP_0"].to_numpy(float)
+    log_err = np.log10(use["e_BPRP_0"].to_numpy(float))
+    p_mem = pd.to_numeric(use[membership], errors="coerce").to_numpy(float) if membership else np.ones(len(use))
+    bad = ~(np.isfinite(p_mem) & (p_mem >= 0) & (p_mem <= 1))
+    if bad.any():
+        first = use.index[np.flatnonzero(bad)[0]]
+        raise ChronoflowError(
+            f"column {membership!r}: {int(bad.sum())} used stars have a membership that is missing or outside "
+            f"[0, 1] (first at row {first!r}: {p_mem[bad][0]!r}); allowed: a probability in [0, 1]"
+        )
+    w = p_mem * (1 - f_out)
+    with np.errstate(divide="ignore"):
+        log_w, log_1mw = np.log(w)[:, None], np.log1p(-w)[:, None]
+    log_bg = _background_logpdf(background, log_prot)[:, None]
+    logp = log_prior(grid, prior)
+
+    def mixture(ll):
+        return np.logaddexp(log_w + ll, log_1mw + log_bg)
+
+    if method == "dense":
+        per_star = mixture(model.log_prob_grid(log_prot, colour, log_err, grid))
+        total = per_star.sum(axis=0)
+        window = np.arange(len(grid))
+    else:
+        nodes = coarse_indices(len(grid), n_coarse)
+        coarse_total = mixture(model.log_prob_grid(log_prot, colour, log_err, grid[nodes])).sum(axis=0) + logp[nodes]
+        good = np.flatnonzero(coarse_total >= coarse_total.max() - window_nats)
+        lo_node, hi_node = nodes[max(good.min() - 1, 0)], nodes[min(good.max() + 1, len(nodes) - 1)]
+        window = np.arange(lo_node, hi_node + 1)
+        per_star = mixture(model.log_prob_grid(log_prot, colour, log_err, grid[window]))
+        total = interpolate_to_grid(coarse_total - logp[nodes], grid[nodes], grid)
+        total[window] = per_star.sum(axis=0)
+    posterior = normalize(total + logp, grid)
+    summary = {k: float(v) for k, v in summarize_posterior(posterior, grid).items()}
+
+    # P(background | data) per star, averaged over the age posterior (within the window, where
+    # the posterior mass is).
+    dens_w = posterior[window]
+    resp_bg = np.exp(log_1mw + log_bg - per_star)
+    weights = dens_w / dens_w.sum() if dens_w.sum() > 0 else np.full(len(window), 1 / len(window))
+    p_out = np.full(len(stars), np.nan)
+    p_out[stars["used"].to_numpy()] = resp_bg @ weights
+    stars["p_outlier"] = p_out
+
+    settings = {
+        "f_out": f_out, "membership": membership, "background": background if not callable(background) else "callable",
+        "prior": prior if isinstance(prior, str) else "callable", "method": method, "cuts": cut_report, "by": by,
+    }  # fmt: skip
+    return ClusterAge(name, grid, posterior, summary, stars, len(stars), n_used, _model_name(model), settings)
+
+
+def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str = "cluster", **kwargs) -> tuple[pd.DataFrame, dict[str, ClusterAge]]:
+    """Age many clusters (or subgroups) in one call.
+
+    Parameters
+    ----------
+    df
+        Catalogue-schema table holding several clusters.
+    clusters
+        Names to age (default: every value of ``by``).
+    by
+        ``"cluster"`` or ``"subgroup"``.
+    **kwargs
+        Passed to :func:`cluster_age`.
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        One row per cluster: ``n_rows``, ``n_used``, ``fiducial_age_myr`` (when present),
+        ``log10_age_median``/``p16``/``p84``/``map`` [log10 Myr], ``age_myr_median`` [Myr].
+    results : dict of str to ClusterAge
+    """
+    model = _model(kwargs.pop("model", None))
+    names = clusters if clusters is not None else sorted(pd.unique(df[by].astype(str)))
+    rows, results = [], {}
+    for name in names:  # one batched grid computation per cluster
+        res = cluster_age(df, name, by=by, model=model, **kwargs)
+        results[name] = res
+        fid = res.stars["fiducial_age_Myr"].median() if "fiducial_age_Myr" in res.stars else np.nan
+        rows.append(
+            {by: name, "n_rows": res.n_rows, "n_used": res.n_used, "fiducial_age_myr": fid,
+             **{f"log10_age_{k}": res.summary[k] for k in ("median", "p16", "p84", "map")},
+             "age_myr_median": res.age_myr["median"]}
+        )  # fmt: skip
+    return pd.DataFrame(rows), results

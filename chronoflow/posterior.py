@@ -1,0 +1,120 @@
+"""Posteriors on a grid of log10 age: priors, normalization, CDF quantiles, coarse-to-fine grids.
+
+Everything here works on arrays ``[..., ages]`` whose last axis is the age grid, so one call
+summarizes any number of stars at once. Quantiles come from the CDF (deterministic), never from
+random draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Union
+
+import numpy as np
+
+from .errors import DomainError
+
+__all__ = [
+    "DEFAULT_GRID",
+    "Prior",
+    "age_grid",
+    "coarse_indices",
+    "interpolate_to_grid",
+    "log_prior",
+    "normalize",
+    "quantiles",
+    "summarize_posterior",
+]
+
+#: Default grid: log10 age/Myr from 0 to 4.14 (1 Myr - 13.8 Gyr), 1000 points.
+DEFAULT_GRID = (0.0, 4.14, 1000)
+
+Prior = Union[str, Callable[[np.ndarray], np.ndarray]]
+
+
+def age_grid(lo: float = DEFAULT_GRID[0], hi: float = DEFAULT_GRID[1], n: int = DEFAULT_GRID[2]) -> np.ndarray:
+    """Uniform grid in log10 age [log10 Myr]; default 0 - 4.14 (1 Myr - 13.8 Gyr), 1000 points."""
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise DomainError(f"age grid needs finite lo < hi (log10 Myr), got lo={lo}, hi={hi}")
+    if n < 3:
+        raise DomainError(f"age grid needs at least 3 points, got {n}")
+    return np.linspace(lo, hi, int(n))
+
+
+def log_prior(grid: np.ndarray, prior: Prior = "log-flat") -> np.ndarray:
+    """Log prior density per unit log10 age on ``grid``.
+
+    Parameters
+    ----------
+    grid
+        log10 age [log10 Myr].
+    prior
+        ``"log-flat"`` (flat in log age, the default), ``"flat"`` (flat in age, i.e. density
+        proportional to age per unit log age), or a callable mapping log10 age to a log density.
+    """
+    if callable(prior):
+        values = np.asarray(prior(grid), dtype=float)
+        if values.shape != grid.shape:
+            raise DomainError(f"the prior callable must return one value per grid age ({grid.shape}), got {values.shape}")
+        return values
+    if prior in ("log-flat", "logflat", "log_flat"):
+        return np.zeros_like(grid)
+    if prior == "flat":
+        return math.log(10.0) * grid
+    raise DomainError(f"unknown prior {prior!r}; allowed: 'log-flat', 'flat', or a callable of log10 age")
+
+
+def normalize(log_post: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Turn unnormalized log posteriors ``[..., ages]`` into densities per dex that integrate to 1."""
+    peak = np.max(log_post, axis=-1, keepdims=True)
+    dens = np.exp(log_post - np.where(np.isfinite(peak), peak, 0.0))
+    area = np.trapezoid(dens, grid, axis=-1)[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dens / area
+
+
+def _cdf(density: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    steps = 0.5 * (density[..., 1:] + density[..., :-1]) * np.diff(grid)
+    cdf = np.concatenate([np.zeros(density.shape[:-1] + (1,)), np.cumsum(steps, axis=-1)], axis=-1)
+    return cdf / cdf[..., -1:]
+
+
+def quantiles(density: np.ndarray, grid: np.ndarray, qs=(0.16, 0.5, 0.84)) -> np.ndarray:
+    """Quantiles of grid densities by linear interpolation of the CDF: ``array[..., len(qs)]``."""
+    cdf = _cdf(density, grid)
+    flat = cdf.reshape(-1, cdf.shape[-1])
+    out = np.empty((flat.shape[0], len(qs)))
+    rows = np.arange(flat.shape[0])
+    for j, q in enumerate(qs):  # a handful of quantiles, each vectorized over all rows
+        hi = np.clip((flat < q).sum(axis=-1), 1, flat.shape[1] - 1)
+        c0, c1 = flat[rows, hi - 1], flat[rows, hi]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where(c1 > c0, (q - c0) / (c1 - c0), 0.5)
+        out[:, j] = grid[hi - 1] + np.clip(t, 0, 1) * (grid[hi] - grid[hi - 1])
+    return out.reshape(cdf.shape[:-1] + (len(qs),))
+
+
+def summarize_posterior(density: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Median, 16th/84th percentiles and MAP [log10 Myr] of grid densities ``[..., ages]``."""
+    q = quantiles(density, grid, (0.16, 0.5, 0.84))
+    return {"p16": q[..., 0], "median": q[..., 1], "p84": q[..., 2], "map": grid[np.argmax(density, axis=-1)]}
+
+
+def coarse_indices(n_grid: int, n_coarse: int) -> np.ndarray:
+    """Indices of ``n_coarse`` nearly evenly spaced grid points, always including both ends."""
+    n_coarse = int(min(max(n_coarse, 4), n_grid))
+    return np.unique(np.round(np.linspace(0, n_grid - 1, n_coarse)).astype(int))
+
+
+def interpolate_to_grid(values: np.ndarray, nodes: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Cubic-spline interpolation of ``values[..., nodes]`` (log densities) onto the full grid."""
+    from scipy.interpolate import CubicSpline
+
+    finite = np.isfinite(values)
+    if finite.all():
+        return CubicSpline(nodes, values, axis=-1)(grid)
+    # Rows with -inf (zero density) at some nodes: interpolate the clipped values, keep zeros.
+    floor = np.nanmin(np.where(finite, values, np.inf), axis=-1, keepdims=True) - 50.0
+    return CubicSpline(nodes, np.where(finite, values, floor), axis=-1)(grid)
+

@@ -1,0 +1,164 @@
+"""Fast age posteriors: recovery, normalization, adaptive-vs-dense accuracy, flags and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chronoflow.ages import cluster_age, cluster_ages, star_ages
+from chronoflow.artifact import load_model
+from chronoflow.errors import ChronoflowError, DomainError
+from chronoflow.flow import make_context
+from chronoflow.posterior import age_grid, quantiles
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def _synthetic_cluster(model, catalogue, age_myr, n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    colours = rng.choice(catalogue.loc[catalogue["cluster"] == "Praesepe", "BPRP_0"].dropna().to_numpy(), n)
+    colours = colours[(colours > 0.4) & (colours < 3.0)]
+    err = np.full(len(colours), 0.02)
+    log_p = model.sample(make_context(age_myr, colours, err), 1, seed=seed)[0]
+    return pd.DataFrame({"Prot": 10**log_p, "BPRP_0": colours, "e_BPRP_0": err, "mem_prob_source": 1.0, "cluster": "synthetic"})
+
+
+@pytest.mark.parametrize(("age_myr", "seed"), [(40.0, 1), (300.0, 2), (1500.0, 3)])
+def test_synthetic_cluster_age_is_recovered(model, catalogue, age_myr, seed):
+    df = _synthetic_cluster(model, catalogue, age_myr, seed=seed)
+    res = cluster_age(df, model=model, f_out=0.0)
+    lo, hi = quantiles(res.posterior, res.grid, (0.025, 0.975))
+    assert lo <= np.log10(age_myr) <= hi, (lo, np.log10(age_myr), hi)
+    assert res.n_used == res.n_rows == len(df)
+
+
+def test_posteriors_are_normalized(model, catalogue):
+    res = cluster_age(catalogue, "Pleiades", model=model)
+    assert np.trapezoid(res.posterior, res.grid) == pytest.approx(1.0, abs=1e-9)
+    sub = catalogue[catalogue["cluster"] == "M37"].dropna(subset=["BPRP_0"]).head(40)
+    _, post = star_ages(sub, model=model, return_posteriors=True)
+    np.testing.assert_allclose(np.trapezoid(post, age_grid(), axis=1), 1.0, atol=1e-9)
+
+
+def test_adaptive_matches_dense_for_stars(model, catalogue):
+    rng = np.random.default_rng(0)
+    sub = catalogue.iloc[rng.choice(len(catalogue), 400, replace=False)]
+    fast = star_ages(sub, model=model)
+    dense = star_ages(sub, model=model, method="dense")
+    for col in ("log10_age_p16", "log10_age_median", "log10_age_p84"):
+        diff = np.abs(fast[col] - dense[col]).to_numpy()
+        assert np.nanmax(diff) < 0.005, (col, np.nanmax(diff))
+
+
+@pytest.mark.parametrize("name", ["Pleiades", "NGC6811", "HPer"])
+def test_adaptive_matches_dense_for_clusters(model, catalogue, name):
+    fast = cluster_age(catalogue, name, model=model).summary
+    dense = cluster_age(catalogue, name, model=model, method="dense").summary
+    for key in ("p16", "median", "p84"):
+        assert abs(fast[key] - dense[key]) < 0.005
+
+
+def test_star_rows_are_kept_and_flagged(model):
+    df = pd.DataFrame(
+        {"Prot": [8.0, np.nan, -1.0, 8.0, 8.0], "BPRP_0": [1.2, 1.2, 1.2, 9.0, 1.2], "e_BPRP_0": [0.02, 0.02, 0.02, 0.02, 0.0],
+         "name": list("abcde")},
+        index=[10, 11, 12, 13, 14],
+    )  # fmt: skip
+    out = star_ages(df, model=model)
+    assert list(out.index) == [10, 11, 12, 13, 14] and out["name"].tolist() == list("abcde")
+    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain", "nonpositive"]
+    assert np.isfinite(out.loc[[10, 13], "log10_age_median"]).all()
+    assert out.loc[[11, 12, 14], "log10_age_median"].isna().all()
+    assert out.loc[10, "log10_age_p16"] < out.loc[10, "log10_age_median"] < out.loc[10, "log10_age_p84"]
+    assert out.loc[10, "age_myr_median"] == pytest.approx(10 ** out.loc[10, "log10_age_median"])
+    assert "log10_age_median" not in df.columns  # caller's frame untouched
+
+
+def test_priors(model):
+    df = pd.DataFrame({"Prot": [5.0], "BPRP_0": [1.0], "e_BPRP_0": [0.02]})
+    logflat = star_ages(df, model=model)["log10_age_median"].iloc[0]
+    flat = star_ages(df, model=model, prior="flat")["log10_age_median"].iloc[0]
+    assert flat > logflat  # a prior flat in age favours old ages
+    custom = star_ages(df, model=model, prior=lambda g: np.where(g < 2, 0.0, -np.inf))["log10_age_p84"].iloc[0]
+    assert custom <= 2.0 + 1e-9
+    with pytest.raises(DomainError, match="unknown prior"):
+        star_ages(df, model=model, prior="jeffreys")
+
+
+def test_cluster_errors(model, catalogue):
+    with pytest.raises(ChronoflowError, match="unknown cluster 'Atlantis'; the table holds: APer"):
+        cluster_age(catalogue, "Atlantis", model=model)
+    with pytest.raises(ChronoflowError, match=r"holds 27 clusters .*choose one with cluster=NAME"):
+        cluster_age(catalogue, model=model)
+    empty = catalogue[catalogue["cluster"] == "NGC752"].assign(Prot=np.nan)
+    with pytest.raises(ChronoflowError, match=r"no usable star in cluster 'NGC752' \(8 rows: \{'missing_value': 8\}\)"):
+        cluster_age(empty, model=model)
+    bad = catalogue[catalogue["cluster"] == "NGC752"].assign(mem_prob_source=1.5)
+    with pytest.raises(ChronoflowError, match=r"column 'mem_prob_source': 8 used stars .*allowed: a probability in \[0, 1\]"):
+        cluster_age(bad, model=model)
+    with pytest.raises(ChronoflowError, match="missing column 'e_BPRP_0'"):
+        cluster_age(catalogue.drop(columns="e_BPRP_0"), "Pleiades", model=model)
+    with pytest.raises(DomainError, match="f_out must be in"):
+        cluster_age(catalogue, "Pleiades", model=model, f_out=1.0)
+
+
+def test_cluster_counts_and_outliers(model, catalogue):
+    res = cluster_age(catalogue, "Pleiades", model=model)
+    assert res.n_rows == 864 and res.n_rows == len(res.stars)
+    assert res.n_used == int(res.stars["used"].sum()) < res.n_rows  # the cuts remove some rows
+    used = res.stars[res.stars["used"]]
+    assert used["p_outlier"].between(0, 1).all() and res.stars.loc[~res.stars["used"], "p_outlier"].isna().all()
+    # Inject field stars far from the sequence: they come out as likely outliers.
+    field = used.head(5).assign(GaiaDR3_ID=-np.arange(1, 6), Prot=200.0, BPRP_0=0.9)
+    res2 = cluster_age(pd.concat([catalogue, field]), "Pleiades", model=model)
+    assert (res2.stars.tail(5)["p_outlier"] > 0.9).all()
+
+
+def test_many_clusters_and_subgroups(model, catalogue):
+    summary, results = cluster_ages(catalogue, ["Pleiades", "Hyades"], model=model)
+    assert summary["cluster"].tolist() == ["Pleiades", "Hyades"] and set(results) == {"Pleiades", "Hyades"}
+    assert summary.loc[0, "log10_age_median"] < summary.loc[1, "log10_age_median"]
+    sub = catalogue[catalogue["cluster"] == "ScoCen"]
+    summary, _ = cluster_ages(sub, by="subgroup", model=model)
+    assert len(summary) == sub["subgroup"].nunique()
+
+
+def test_inference_data(model, catalogue):
+    idata = cluster_age(catalogue, "Hyades", model=model).to_inference_data(n_draws=500, seed=1)
+    assert idata.posterior["log10_age"].shape == (1, 500)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "chronoflow.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_json_schema(catalogue_path, tmp_path):
+    res = _cli("age-cluster", str(catalogue_path), "--cluster", "Hyades", "--json", "--plot", str(tmp_path / "h.png"))
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)  # exactly one JSON object on stdout
+    assert set(payload) == {"cluster", "n_rows", "n_used", "log10_age_myr", "age_myr", "method", "model"}
+    assert payload["cluster"] == "Hyades" and payload["method"] == "fast" and isinstance(payload["model"], str)
+    assert isinstance(payload["n_rows"], int) and isinstance(payload["n_used"], int)
+    for key in ("log10_age_myr", "age_myr"):
+        assert set(payload[key]) == {"median", "p16", "p84"}
+        assert payload[key]["p16"] < payload[key]["median"] < payload[key]["p84"]
+    assert (tmp_path / "h.png").stat().st_size > 10_000
+
+
+def test_cli_age_stars(tmp_path):
+    src = tmp_path / "stars.csv"
+    pd.DataFrame({"Prot": [3.0, np.nan, 12.0], "BPRP_0": [0.9, 1.0, 1.5], "e_BPRP_0": [0.02, 0.02, 0.03]}).to_csv(src, index=False)
+    res = _cli("age-stars", str(src), "--out", str(tmp_path / "ages.parquet"))
+    assert res.returncode == 0, res.stderr
+    out = pd.read_parquet(tmp_path / "ages.parquet")
+    assert len(out) == 3 and out["flag"].tolist() == ["", "missing_value", ""]
+    res = _cli("age-cluster", str(src), "--cluster", "x")
+    assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
