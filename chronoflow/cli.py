@@ -30,6 +30,8 @@ catalogue_app = typer.Typer(help="Inspect and check rotator catalogues.", no_arg
 app.add_typer(catalogue_app, name="catalogue")
 model_app = typer.Typer(help="Inspect model files.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+validate_app = typer.Typer(help="Validation runs (slow).", no_args_is_help=True)
+app.add_typer(validate_app, name="validate")
 
 out = Console()
 err = Console(stderr=True)
@@ -248,6 +250,44 @@ def age_stars_command(
         res.to_parquet(out_file, index=False)
     n_flag = int((res["flag"] != "").sum())
     out.print(f"aged {len(res)} stars ({n_flag} flagged) -> {out_file}")
+
+
+@validate_app.command("loo")
+def validate_loo(
+    out_file: Path = typer.Option(Path("loo.md"), "--out", help="Markdown table to write (a .csv beside it too)."),
+    catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
+    cluster: Optional[list[str]] = typer.Option(None, "--cluster", help="Only these clusters (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per fold (default: the shipped model's final epoch count)."),
+    jobs: int = typer.Option(2, help="Folds trained in parallel."),
+    seed: int = typer.Option(0, help="Training seed."),
+) -> None:
+    """Leave-one-cluster-out: retrain without each cluster, age it, tabulate residuals and rms."""
+    from .artifact import load_model
+    from .catalogue import load_catalogue
+    from .flow import FlowConfig
+    from .validation import leave_one_out, loo_rms
+
+    card = load_model().card
+    epochs = epochs or int(card["epochs"]["final"])
+    flow_config = FlowConfig(**card["architecture"])
+    table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=flow_config, epochs=epochs, seed=seed, jobs=jobs)
+    rms = loo_rms(table)
+    table.to_csv(out_file.with_suffix(".csv"), index=False)
+    lines = [
+        "| cluster | N used | fiducial [Myr] | median [Myr] | p16 [Myr] | p84 [Myr] | residual [dex] |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table.itertuples():
+        mark = " (revised)" if r.revised_in_paper else ""
+        lines.append(
+            f"| {r.cluster}{mark} | {r.n_used} | {r.fiducial_age_myr:g} | {10 ** r.log10_age_median:.0f} | "
+            f"{10 ** r.log10_age_p16:.0f} | {10 ** r.log10_age_p84:.0f} | {r.residual_dex:+.3f} |"
+        )
+    lines += ["", f"rms residual, all {len(table)} clusters: {rms['rms_all_dex']:.3f} dex",
+              f"rms residual, without the four clusters the paper revised: {rms['rms_without_revised_dex']:.3f} dex",
+              "", f"Architecture {flow_config.to_dict()}, {epochs} epochs per fold, seed {seed}."]
+    out_file.write_text("\n".join(lines) + "\n")
+    out.print("\n".join(lines))
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ class TrainResult:
     """What :func:`train` returns: the model to use, the baseline, and the card."""
 
     model: RotationModel
-    baseline: RotationModel
+    baseline: RotationModel | None
     card: dict[str, Any]
 
 
@@ -230,6 +230,7 @@ def train(
     baseline_config: FlowConfig | None = None,
     progress: bool = True,
     apply_cuts: bool = True,
+    train_baseline: bool = True,
 ) -> TrainResult:
     """Train the flow (and the Gaussian baseline) on a catalogue.
 
@@ -247,6 +248,8 @@ def train(
         Show a rich progress bar.
     apply_cuts
         Apply the published cuts first (``config.ruwe_max``).
+    train_baseline
+        Also fit the Gaussian baseline (``TrainResult.baseline`` is ``None`` otherwise).
 
     Returns
     -------
@@ -284,13 +287,17 @@ def train(
         flow, flow_info = _fit(
             build_model(flow_config, scaling, domain, seed=config.seed), tr, va, config, config.max_epochs, bar, "flow (split)"
         )
-        base, base_info = _fit(
-            build_model(baseline_config, scaling, domain, seed=config.seed), tr, va, config, config.max_epochs, bar,
-            "baseline (split)",
-        )
+        base, base_info = None, {"best_epoch": None}
+        if train_baseline:
+            base, base_info = _fit(
+                build_model(baseline_config, scaling, domain, seed=config.seed), tr, va, config, config.max_epochs, bar,
+                "baseline (split)",
+            )
         validation = {}
         if va is not None:
-            validation = {"flow": evaluate(flow, df_val), "baseline": evaluate(base, df_val)}
+            validation = {"flow": evaluate(flow, df_val)}
+            if base is not None:
+                validation["baseline"] = evaluate(base, df_val)
         final, final_info, final_names = flow, flow_info, train_names
         if config.refit_all and va is not None:
             everything = _arrays(df)

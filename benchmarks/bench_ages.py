@@ -1,0 +1,86 @@
+"""Speed of the age posteriors, measured side by side in one run.
+
+    python benchmarks/bench_ages.py [--catalogue PATH] [--threads 1 2] [--naive-stars 5]
+
+(a) the cluster age of Praesepe on the 1000-point grid (adaptive and dense),
+(b) single-star throughput over the whole catalogue (adaptive and dense),
+(c) the naive way: one flow call per grid point per star, like the published code, on a few stars,
+and the speed ratios between them. Timings are the best of ``--repeat`` runs (wall clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import chronoflow as cf
+from chronoflow.ages import cluster_age, star_ages
+from chronoflow.artifact import load_model
+from chronoflow.flow import make_context
+from chronoflow.posterior import age_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def naive_star_seconds(model, stars, grid) -> float:
+    """One flow call per grid point per star (what the published code does)."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for row in stars.itertuples():
+            lp = np.log10(row.Prot)
+            for a in grid:
+                model.log_prob(lp, make_context(10**a, row.BPRP_0, row.e_BPRP_0))
+    return (time.perf_counter() - t0) / len(stars)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalogue", default=os.environ.get("CHRONOFLOW_CATALOGUE", ROOT.parent / "shared/catalogs/prot_catalogue.csv"))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--naive-stars", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    df = cf.load_catalogue(args.catalogue)
+    model = load_model()
+    grid = age_grid()
+    usable = df.dropna(subset=["BPRP_0", "e_BPRP_0"])
+    print(f"chronoflow {cf.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs; grid {len(grid)} points; model {model.n_parameters()} parameters")
+    cluster_age(df, "Praesepe", model=model)  # warm up
+    naive = naive_star_seconds(model, usable.sample(args.naive_stars, random_state=0), grid)
+    print(f"(c) naive, one flow call per grid point: {naive:.3f} s per star ({1 / naive:.2f} stars/s, 1 thread)")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        res = cluster_age(df, "Praesepe", model=model)
+        t_cluster = best_of(lambda: cluster_age(df, "Praesepe", model=model), args.repeat)
+        t_cluster_dense = best_of(lambda: cluster_age(df, "Praesepe", model=model, method="dense"), max(1, args.repeat - 1))
+        t_stars = best_of(lambda: star_ages(df, model=model), 1)
+        t_stars_dense = best_of(lambda: star_ages(df, model=model, method="dense"), 1)
+        n = len(df)
+        print(f"\n[{threads} thread{'s' * (threads > 1)}]")
+        print(f"(a) Praesepe ({res.n_used} stars used): adaptive {t_cluster:.3f} s, dense {t_cluster_dense:.3f} s "
+              f"(adaptive is {t_cluster_dense / t_cluster:.1f}x faster); median log10 age {res.summary['median']:.3f}")
+        print(f"(b) single stars, whole catalogue ({n} rows): adaptive {n / t_stars:.0f} stars/s ({t_stars:.2f} s), "
+              f"dense {n / t_stars_dense:.0f} stars/s ({t_stars_dense:.2f} s)")
+        print(f"    per star: adaptive {t_stars / n * 1e3:.3f} ms vs naive {naive * 1e3:.0f} ms -> "
+              f"{naive / (t_stars / n):.0f}x faster than the naive way; dense is {naive / (t_stars_dense / n):.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
