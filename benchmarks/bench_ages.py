@@ -44,7 +44,7 @@ def naive_star_seconds(model, stars, grid) -> float:
         for row in stars.itertuples():
             lp = np.log10(row.Prot)
             for a in grid:
-                model.log_prob(lp, make_context(10**a, row.BPRP_0, row.e_BPRP_0))
+                model.log_prob(lp, make_context(10**a, row.BPRP_0, row.e_BPRP_0), check_domain=False)
     return (time.perf_counter() - t0) / len(stars)
 
 

@@ -318,7 +318,7 @@ class RotationModel(nn.Module):
         return inside
 
     # -- public API -----------------------------------------------------------------------------
-    def log_prob(self, log_prot, context, *, check_domain: bool = False):
+    def log_prob(self, log_prot, context, *, check_domain: bool = True):
         """Log density of log10 Prot given the context, broadcast over any batch shape.
 
         Parameters
@@ -328,7 +328,8 @@ class RotationModel(nn.Module):
         context : array_like or torch.Tensor, shape ``[..., 3]``
             ``[log10 age/Myr, (BP-RP)0 / mag, log10 e_(BP-RP)0 / mag]`` (see :func:`make_context`).
         check_domain
-            Warn (:class:`DomainWarning`) when any context lies outside the training domain.
+            Warn (:class:`DomainWarning`) when any context lies outside the training domain
+            (on by default; internal batched callers that flag rows themselves switch it off).
 
         Returns
         -------
@@ -357,7 +358,7 @@ class RotationModel(nn.Module):
             c = self._cdf_std(y_std, self._context(ctx)).reshape(shape)
         return c.double().numpy() if as_numpy else c
 
-    def sample(self, context, n: int = 1, *, seed: int | None = None, check_domain: bool = False):
+    def sample(self, context, n: int = 1, *, seed: int | None = None, check_domain: bool = True):
         """Draw log10 Prot for each context.
 
         Parameters
@@ -432,7 +433,7 @@ class RotationModel(nn.Module):
         """``ages`` is ``[1 or stars, ages]``; returns ``[stars, ages]``."""
         n_ages = ages.shape[-1]
         ctx = torch.cat([ages[..., None].expand(len(y), -1, 1), star[:, None, :].expand(-1, n_ages, 2)], -1)
-        return self.log_prob(y[:, None], ctx)
+        return self.log_prob(y[:, None], ctx, check_domain=False)
 
 
 class SplineFlow(RotationModel):

@@ -15,6 +15,7 @@ def density_map(
     colour_grid: np.ndarray,
     log_prot_grid: np.ndarray,
     e_bprp0: float = 0.02,
+    check_domain: bool = True,
 ) -> np.ndarray:
     """Model density p(log10 Prot | age, colour) on a period-colour grid.
 
@@ -30,6 +31,8 @@ def density_map(
         log10 Prot values [log10 d], shape ``[n_period]``.
     e_bprp0
         Colour uncertainty [mag] assumed for every point.
+    check_domain
+        Warn when the age or colours lie outside the training domain.
 
     Returns
     -------
@@ -40,4 +43,4 @@ def density_map(
     colour_grid = np.asarray(colour_grid, dtype=float)
     log_prot_grid = np.asarray(log_prot_grid, dtype=float)
     ctx = make_context(age_myr, colour_grid, e_bprp0)[None, :, :]
-    return np.exp(model.log_prob(log_prot_grid[:, None], ctx))
+    return np.exp(model.log_prob(log_prot_grid[:, None], ctx, check_domain=check_domain))
