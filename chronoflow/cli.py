@@ -239,17 +239,80 @@ def age_stars_command(
     from .ages import star_ages
     from .artifact import load_model
 
-    suffix = out_file.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ChronoflowError(f"unknown output format {suffix!r}; allowed: .csv, .parquet")
-    df = _read_user_table(file)
-    res = star_ages(df, model=load_model(model), prior=prior)
-    if suffix == ".csv":
-        res.to_csv(out_file, index=False, na_rep="NULL")
-    else:
-        res.to_parquet(out_file, index=False)
+    if out_file.suffix.lower() not in (".csv", ".parquet"):
+        raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
+    res = star_ages(_read_user_table(file), model=load_model(model), prior=prior)
+    _write_table(res, out_file)
     n_flag = int((res["flag"] != "").sum())
     out.print(f"aged {len(res)} stars ({n_flag} flagged) -> {out_file}")
+
+
+@app.command("forward")
+def forward_command(
+    age: float = typer.Option(..., "--age", help="Age [Myr]."),
+    n: int = typer.Option(..., "--n", help="Number of stars."),
+    out_file: Path = typer.Option(..., "--out", help="Output table (.csv or .parquet) in the catalogue schema."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save a period-colour figure of the population."),
+    f_field: float = typer.Option(0.0, help="Fraction of field stars."),
+    f_outlier: float = typer.Option(0.0, help="Fraction of members that are outliers (fast rotators/binaries)."),
+    age_spread: float = typer.Option(0.0, help="Spread of member log ages [dex]."),
+    seed: int = typer.Option(0, help="Seed."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+) -> None:
+    """Forward-model a population at AGE: periods drawn from the flow, in the catalogue schema."""
+    from .artifact import load_model
+    from .forward import synthetic_cluster
+
+    flow = load_model(model)
+    df = synthetic_cluster(age, n, f_field=f_field, f_outlier=f_outlier, age_spread_dex=age_spread, seed=seed, model=flow)
+    _write_table(df, out_file)
+    if plot is not None:
+        from .plotting import plot_density_panels
+
+        fig = plot_density_panels(flow, [age])
+        fig.axes[0].scatter(df["BPRP_0"], df["Prot"], s=6, color="tab:blue", edgecolor="none", label=f"{n} drawn stars")
+        fig.axes[0].legend(frameon=False, fontsize=8)
+        fig.savefig(plot, dpi=130)
+    out.print(f"drew {len(df)} stars at {age:g} Myr -> {out_file}")
+
+
+@app.command("tracks")
+def tracks_command(
+    colour: list[float] = typer.Option(..., "--colour", help="(BP-RP)0 [mag] of a track (repeatable)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the tracks table (.csv/.parquet)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the tracks figure."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+) -> None:
+    """Spin-down tracks: 2.5/16/50/84/97.5 % rotation periods against age at fixed colours."""
+    from .artifact import load_model
+    from .forward import spin_down_tracks
+
+    tracks = spin_down_tracks(colour, model=load_model(model))
+    if out_file is not None:
+        _write_table(tracks, out_file)
+    if plot is not None:
+        from .plotting import plot_tracks
+
+        plot_tracks(tracks, path=plot)
+    table = Table(title="median rotation period [d]")
+    table.add_column("age [Myr]", justify="right")
+    for c in colour:
+        table.add_column(f"(BP-RP)0={c:g}", justify="right")
+    ages = sorted(tracks["age_myr"].unique())
+    for age in ages[:: max(1, len(ages) // 10)]:
+        row = tracks[tracks["age_myr"] == age]
+        table.add_row(f"{age:.0f}", *[f"{v:.2f}" for v in row["prot_p50"]])
+    out.print(table)
+
+
+def _write_table(df, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path, index=False, na_rep="NULL")
+    elif suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        raise ChronoflowError(f"unknown output format {suffix!r}; allowed: .csv, .parquet")
 
 
 @validate_app.command("loo")

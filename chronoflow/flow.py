@@ -260,7 +260,8 @@ def _rq_spline_forward(x: torch.Tensor, params: torch.Tensor, n_bins: int, bound
 class RotationModel(nn.Module):
     """Base class: a conditional density of log10 Prot given the context.
 
-    Subclasses implement :meth:`_log_prob_std` and :meth:`_sample_std` on standardized values;
+    Subclasses implement :meth:`_log_prob_std`, :meth:`_cdf_std` and :meth:`_inverse_std` (the
+    map from a standard-normal quantile to the target) on standardized values;
     this class handles standardization, broadcasting, dtype, domain checks and numpy I/O.
     """
 
@@ -279,7 +280,7 @@ class RotationModel(nn.Module):
     def _log_prob_std(self, y: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _sample_std(self, ctx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # pragma: no cover
+    def _inverse_std(self, z: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def _cdf_std(self, y: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -310,8 +311,8 @@ class RotationModel(nn.Module):
         if n_out:
             warnings.warn(
                 f"{n_out} of {inside.size} inputs lie outside the training domain "
-                f"(log10 age {self.domain.log10_age_myr}, (BP-RP)0 {self.domain.bprp0} mag, "
-                f"log10 e_(BP-RP)0 {self.domain.log10_e_bprp0}); the model extrapolates there",
+                "(log10 age/Myr {:.2f} - {:.2f}, (BP-RP)0 {:.2f} - {:.2f} mag, log10 e_(BP-RP)0 {:.2f} - {:.2f}); "
+                "the model extrapolates there".format(*self.domain.log10_age_myr, *self.domain.bprp0, *self.domain.log10_e_bprp0),
                 DomainWarning,
                 stacklevel=3,
             )
@@ -378,14 +379,44 @@ class RotationModel(nn.Module):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         as_numpy, _, ctx = self._prepare(None, context, check_domain)
-        batch = ctx.shape[:-1]
         generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
-        flat = ctx.reshape(1, -1, 3).expand(n, -1, 3).reshape(-1, 3)
-        with torch.no_grad():
-            y_std = self._sample_std(self._context(flat), generator)
-            y, _ = self._target.inverse(y_std)
-        y = y.reshape(n, *batch)
+        # Noise in the model's dtype from our own generator (nflows' Flow.sample uses the global
+        # default dtype and RNG).
+        z = torch.randn((n, *ctx.shape[:-1]), generator=generator, dtype=self.dtype)
+        y = self._push(z, ctx)
         return y.double().numpy() if as_numpy else y
+
+    def quantile(self, q, context, *, check_domain: bool = True):
+        """Quantiles of log10 Prot given the context (exact: the flow is monotone in log Prot).
+
+        Parameters
+        ----------
+        q : array_like, shape ``[...]``
+            Probabilities in (0, 1), broadcast against ``context.shape[:-1]``.
+        context : array_like, shape ``[..., 3]``
+            As in :meth:`log_prob`.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor
+            log10 Prot [log10 d] below which a fraction ``q`` of the stars lie.
+        """
+        as_numpy, _, ctx = self._prepare(None, context, check_domain)
+        q = torch.as_tensor(np.asarray(q, dtype=float) if not isinstance(q, torch.Tensor) else q, dtype=torch.float64)
+        if torch.any((q <= 0) | (q >= 1)):
+            raise ValueError("quantile probabilities must lie in (0, 1)")
+        shape = torch.broadcast_shapes(q.shape, ctx.shape[:-1])
+        y = self._push(torch.special.ndtri(q).to(self.dtype).expand(shape), ctx.expand(*shape, 3))
+        return y.double().numpy() if as_numpy else y
+
+    def _push(self, z: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """Map base-space values ``z[...]`` to log10 Prot at contexts broadcast to ``[..., 3]``."""
+        shape = torch.broadcast_shapes(z.shape, ctx.shape[:-1])
+        flat_ctx = ctx.expand(*shape, 3).reshape(-1, 3)
+        with torch.no_grad():
+            y_std = self._inverse_std(z.expand(shape).reshape(-1, 1), self._context(flat_ctx))
+            y, _ = self._target.inverse(y_std)
+        return y.reshape(shape)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -478,10 +509,7 @@ class SplineFlow(RotationModel):
             value, logdet = value.reshape(logdet.shape), logdet + ld.reshape(logdet.shape)
         return -0.5 * value**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(self.scaling.log_prot_std)
 
-    def _sample_std(self, ctx, generator):
-        # Drawn in the model's dtype with our own generator (nflows' Flow.sample uses the global
-        # default dtype and RNG).
-        z = torch.randn(ctx.shape[0], 1, generator=generator, dtype=self.dtype)
+    def _inverse_std(self, z, ctx):
         y, _ = self.transform.inverse(z, context=ctx)
         return y
 
@@ -505,10 +533,9 @@ class GaussianBaseline(RotationModel):
         mean, log_sd = self._moments(ctx)
         return torch.special.ndtr((y[:, 0] - mean) / log_sd.exp())
 
-    def _sample_std(self, ctx, generator):
+    def _inverse_std(self, z, ctx):
         mean, log_sd = self._moments(ctx)
-        z = torch.randn(ctx.shape[0], generator=generator, dtype=self.dtype)
-        return (mean + z * log_sd.exp()).unsqueeze(1)
+        return (mean + z[:, 0] * log_sd.exp()).unsqueeze(1)
 
 
 _KINDS: dict[str, type[RotationModel]] = {"spline_flow": SplineFlow, "gaussian": GaussianBaseline}

@@ -11,7 +11,17 @@ from .ages import ClusterAge
 from .flow import RotationModel
 from .forward import density_map
 
-__all__ = ["plot_cluster_age"]
+__all__ = ["plot_cluster_age", "plot_density_panels", "plot_tracks"]
+
+
+def _pyplot(path):
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.PathLike | None = None):
@@ -34,12 +44,7 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot(path)
     s = result.summary
     fig, (ax_post, ax_cmd) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.3]})
     age = 10**result.grid
@@ -80,6 +85,101 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
     ax_cmd.set_title(f"model density at {10 ** s['median']:.0f} Myr, {result.n_used} stars used")
     if (~used).any():
         ax_cmd.legend(frameon=False, fontsize=8, loc="upper left")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=130)
+    return fig
+
+
+def plot_density_panels(
+    model: RotationModel,
+    ages_myr,
+    catalogue=None,
+    *,
+    e_bprp0: float = 0.02,
+    path: str | os.PathLike | None = None,
+):
+    """Period-colour diagrams of the model density at several ages, one panel per age.
+
+    Parameters
+    ----------
+    model
+        A trained model.
+    ages_myr
+        Ages [Myr], one panel each.
+    catalogue
+        Optional catalogue: the stars of the cluster whose fiducial age is nearest (in log age)
+        to each panel's age are drawn over the density.
+    e_bprp0
+        Colour uncertainty [mag] of the density.
+    path
+        Save the figure there when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot(path)
+    ages = np.atleast_1d(np.asarray(ages_myr, dtype=float))
+    ncol = min(len(ages), 3)
+    nrow = int(np.ceil(len(ages) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.6 * nrow), squeeze=False, sharex=True, sharey=True)
+    c_lo, c_hi = model.domain.bprp0
+    colour_grid = np.linspace(c_lo, c_hi, 150)
+    period_grid = np.linspace(-1.5, 2.2, 180)
+    for ax, age in zip(axes.ravel(), ages):
+        dens = density_map(model, age, colour_grid, period_grid, e_bprp0=e_bprp0, check_domain=False)
+        ax.pcolormesh(colour_grid, 10**period_grid, dens, cmap="Greys", shading="auto", vmax=np.quantile(dens, 0.995))
+        title = f"{age:.0f} Myr"
+        if catalogue is not None:
+            fid = catalogue.groupby("cluster")["fiducial_age_Myr"].median()
+            name = (np.log10(fid) - np.log10(age)).abs().idxmin()
+            stars = catalogue[catalogue["cluster"] == name]
+            ax.scatter(stars["BPRP_0"], stars["Prot"], s=4, color="tab:orange", alpha=0.7, edgecolor="none")
+            title += f"  (stars: {name}, {fid[name]:g} Myr)"
+        ax.set_title(title, fontsize=9)
+        ax.set_yscale("log")
+    for ax in axes.ravel()[len(ages):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("(BP-RP)$_0$ [mag]")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("rotation period [d]")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=130)
+    return fig
+
+
+def plot_tracks(tracks, *, path: str | os.PathLike | None = None):
+    """Spin-down tracks: median period against age per colour, with the 68 % and 95 % bands.
+
+    Parameters
+    ----------
+    tracks
+        Output of :func:`chronoflow.forward.spin_down_tracks` (default percentiles).
+    path
+        Save the figure there when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot(path)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    cmap = plt.get_cmap("viridis")
+    colours = sorted(tracks["bprp0"].unique())
+    for i, colour in enumerate(colours):
+        t = tracks[tracks["bprp0"] == colour].sort_values("age_myr")
+        c = cmap(0.85 * i / max(len(colours) - 1, 1))
+        ax.fill_between(t["age_myr"], t["prot_p2.5"], t["prot_p97.5"], color=c, alpha=0.12, lw=0)
+        ax.fill_between(t["age_myr"], t["prot_p16"], t["prot_p84"], color=c, alpha=0.25, lw=0)
+        ax.plot(t["age_myr"], t["prot_p50"], color=c, lw=1.8, label=f"(BP-RP)$_0$ = {colour:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("age [Myr]")
+    ax.set_ylabel("rotation period [d]")
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     if path is not None:
         fig.savefig(Path(path), dpi=130)

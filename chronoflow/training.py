@@ -60,8 +60,9 @@ class TrainConfig:
     """
 
     seed: int = 0
-    max_epochs: int = 400
-    patience: int = 40
+    # Defaults chosen by grouped K-fold over clusters (docs/validation/architecture.md).
+    max_epochs: int = 300
+    patience: int = 30
     batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 0.0

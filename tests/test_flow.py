@@ -111,3 +111,13 @@ def test_domain_flags_and_warns():
 def test_bad_context_shape():
     with pytest.raises(ValueError, match="context must have 3 values"):
         _random_model().log_prob(0.5, np.zeros((4, 2)))
+
+
+def test_quantiles_invert_the_cdf(model):
+    ctx = make_context([20.0, 600.0], [0.9, 1.6], 0.02)
+    q = np.array([[0.025], [0.5], [0.975]])
+    lp = model.quantile(q, ctx[None, :, :])
+    assert lp.shape == (3, 2) and np.all(np.diff(lp, axis=0) > 0)
+    np.testing.assert_allclose(model.cdf(lp, ctx[None, :, :]), np.broadcast_to(q, (3, 2)), atol=2e-4)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        model.quantile(1.0, ctx)
