@@ -350,7 +350,66 @@ def validate_loo(
               f"rms residual, without the four clusters the paper revised: {rms['rms_without_revised_dex']:.3f} dex",
               "", f"Architecture {flow_config.to_dict()}, {epochs} epochs per fold, seed {seed}."]
     out_file.write_text("\n".join(lines) + "\n")
-    out.print("\n".join(lines))
+    out.print("\n".join(lines), markup=False)
+
+
+@validate_app.command("ppc")
+def validate_ppc(
+    out_file: Path = typer.Option(Path("ppc.md"), "--out", help="Markdown table to write (a .csv beside it too)."),
+    catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save a heat map of the KS distances."),
+) -> None:
+    """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
+    from .artifact import load_model
+    from .calibration import predictive_check
+    from .catalogue import load_catalogue
+
+    table = predictive_check(load_catalogue(catalogue), load_model())
+    table.to_csv(out_file.with_suffix(".csv"), index=False)
+    lines = ["| cluster | fiducial [Myr] | (BP-RP)0 bin [mag] | N | KS distance | p-value |", "|---|---:|---|---:|---:|---:|"]
+    lines += [f"| {r.cluster} | {r.fiducial_age_myr:g} | {r.colour_lo:g} - {r.colour_hi:g} | {r.n} | {r.ks:.3f} | {r.p_value:.3g} |"
+              for r in table.itertuples()]
+    lines += ["", f"{len(table)} cluster-colour bins; median KS distance {table['ks'].median():.3f}; "
+              f"bins with p < 0.01: {int((table['p_value'] < 0.01).sum())}"]
+    out_file.write_text("\n".join(lines) + "\n")
+    out.print("\n".join(lines[-1:]), markup=False)
+    if plot is not None:
+        from .plotting import plot_ppc
+
+        plot_ppc(table, path=plot)
+
+
+@validate_app.command("coverage")
+def validate_coverage(
+    out_file: Path = typer.Option(Path("coverage.md"), "--out", help="Markdown table to write."),
+    n_clusters: int = typer.Option(100, help="Synthetic clusters."),
+    n_stars: int = typer.Option(100, help="Rows per synthetic cluster."),
+    f_field: float = typer.Option(0.1, help="Field contamination per cluster."),
+    f_outlier: float = typer.Option(0.05, help="Outlier fraction of members."),
+    n_single: int = typer.Option(2000, help="Synthetic single stars."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Coverage of the fast 68 % / 95 % age intervals on synthetic clusters and single stars."""
+    import time
+
+    from .artifact import load_model
+    from .calibration import age_coverage
+
+    t0 = time.perf_counter()
+    cov = age_coverage(load_model(), n_clusters=n_clusters, n_stars=n_stars, f_field=f_field, f_outlier=f_outlier,
+                       n_single=n_single, seed=seed)
+    c, st = cov["clusters"], cov["single_stars"]
+    lines = [
+        "| sample | N | in 68 % interval | in 95 % interval | median abs error [dex] |",
+        "|---|---:|---:|---:|---:|",
+        f"| clusters ({n_stars} rows, field {f_field:g}, outliers {f_outlier:g}) | {c['n']} | {c['coverage_68']:.3f} | "
+        f"{c['coverage_95']:.3f} | {c['median_abs_error_dex']:.3f} |",
+        f"| single stars | {st['n']} | {st['coverage_68']:.3f} | {st['coverage_95']:.3f} | {st['median_abs_error_dex']:.3f} |",
+        "", f"Median 68 % width of the cluster intervals: {c['median_width_68_dex']:.3f} dex. Seed {seed}; "
+        f"run time {time.perf_counter() - t0:.0f} s.",
+    ]
+    out_file.write_text("\n".join(lines) + "\n")
+    out.print("\n".join(lines), markup=False)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from .ages import ClusterAge
 from .flow import RotationModel
 from .forward import density_map
 
-__all__ = ["plot_cluster_age", "plot_density_panels", "plot_tracks"]
+__all__ = ["plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
 
 
 def _pyplot(path):
@@ -180,6 +180,31 @@ def plot_tracks(tracks, *, path: str | os.PathLike | None = None):
     ax.set_xlabel("age [Myr]")
     ax.set_ylabel("rotation period [d]")
     ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=130)
+    return fig
+
+
+def plot_ppc(table, *, path: str | os.PathLike | None = None):
+    """Heat map of the predictive-check KS distances: clusters (by age) x colour bins.
+
+    Parameters
+    ----------
+    table
+        Output of :func:`chronoflow.calibration.predictive_check`.
+    path
+        Save the figure there when given.
+    """
+    plt = _pyplot(path)
+    pivot = table.pivot_table(index=["fiducial_age_myr", "cluster"], columns="colour_lo", values="ks")
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(pivot) + 1.5))
+    im = ax.imshow(pivot.to_numpy(), aspect="auto", cmap="magma_r", vmin=0, vmax=0.5)
+    ax.set_yticks(range(len(pivot)), [f"{name} ({age:g} Myr)" for age, name in pivot.index], fontsize=7)
+    edges = sorted(set(table["colour_lo"]) | set(table["colour_hi"]))
+    ax.set_xticks(range(pivot.shape[1]), [f"{lo:g}-{edges[edges.index(lo) + 1]:g}" for lo in pivot.columns], fontsize=8)
+    ax.set_xlabel("(BP-RP)$_0$ bin [mag]")
+    fig.colorbar(im, ax=ax, label="KS distance of PIT from uniform")
     fig.tight_layout()
     if path is not None:
         fig.savefig(Path(path), dpi=130)

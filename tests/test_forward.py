@@ -99,3 +99,22 @@ def test_density_map_normalized(model):
     dens = density_map(model, 500.0, np.array([0.7, 1.3, 2.5]), log_p)
     assert dens.shape == (1500, 3)
     np.testing.assert_allclose(np.trapezoid(dens, log_p, axis=0), 1.0, atol=2e-3)
+
+
+def test_cli_forward_and_tracks(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "forward", "--age", "650", "--n", "50", "--out",
+                          str(tmp_path / "pop.csv"), "--plot", str(tmp_path / "pop.png")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_csv(tmp_path / "pop.csv", na_values=["NULL"])) == 50 and (tmp_path / "pop.png").exists()
+    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "tracks", "--colour", "0.8", "--colour", "1.5", "--out",
+                          str(tmp_path / "t.csv"), "--plot", str(tmp_path / "t.png")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted(pd.read_csv(tmp_path / "t.csv")["bprp0"].unique()) == [0.8, 1.5] and (tmp_path / "t.png").exists()
+    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "forward", "--age", "-3", "--n", "5", "--out",
+                          str(tmp_path / "x.csv")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: ages must be finite and > 0 Myr")
