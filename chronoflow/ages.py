@@ -120,7 +120,7 @@ def star_ages(
     prior: Prior = "log-flat",
     method: str = "adaptive",
     n_nodes: int = 168,
-    chunk_stars: int = 20_000,
+    chunk_stars: int = 5_000,
     return_posteriors: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Age posterior of every star from its rotation period and colour.

@@ -337,6 +337,13 @@ def validate_loo(
     rms = loo_rms(table)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
     lines = [
+        "# Leave-one-cluster-out cluster ages",
+        "",
+        "Written by `chronoflow validate loo`: for each cluster the flow is retrained without it (published cuts, "
+        "no inner validation split, fixed epochs) and the cluster is aged with the fast method. "
+        "Residual = log10(median model age / fiducial age). '(revised)': the ChronoFlow paper revised the "
+        "fiducial age of this cluster.",
+        "",
         "| cluster | N used | fiducial [Myr] | median [Myr] | p16 [Myr] | p84 [Myr] | residual [dex] |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
