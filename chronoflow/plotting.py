@@ -11,7 +11,7 @@ from .ages import ClusterAge
 from .flow import RotationModel
 from .forward import density_map
 
-__all__ = ["plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
+__all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
 
 
 def _pyplot(path):
@@ -205,6 +205,33 @@ def plot_ppc(table, *, path: str | os.PathLike | None = None):
     ax.set_xticks(range(pivot.shape[1]), [f"{lo:g}-{edges[edges.index(lo) + 1]:g}" for lo in pivot.columns], fontsize=8)
     ax.set_xlabel("(BP-RP)$_0$ bin [mag]")
     fig.colorbar(im, ax=ax, label="KS distance of PIT from uniform")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=130)
+    return fig
+
+
+def plot_budget(result, *, path: str | os.PathLike | None = None):
+    """Bar chart of an error budget: each systematic component, the statistical width, the total.
+
+    Parameters
+    ----------
+    result
+        A :class:`chronoflow.systematics.SweepResult`.
+    path
+        Save the figure there when given.
+    """
+    plt = _pyplot(path)
+    budget = result.budget
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(budget) + 1.2))
+    colours = ["tab:blue" if c not in ("statistical", "total") else ("tab:gray" if c == "statistical" else "k") for c in budget["component"]]
+    ax.barh(budget["component"], budget["systematic_dex"], color=colours)
+    for y, v in enumerate(budget["systematic_dex"]):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("uncertainty of log10 age [dex]")
+    ax.set_title(f"{result.nominal.cluster}: error budget (median {10 ** result.nominal.summary['median']:.0f} Myr)")
+    ax.set_xlim(0, budget["systematic_dex"].max() * 1.25)
     fig.tight_layout()
     if path is not None:
         fig.savefig(Path(path), dpi=130)
