@@ -312,6 +312,7 @@ def cluster_age(
     method: str = "adaptive",
     n_coarse: int = 84,
     window_nats: float = 30.0,
+    **full_kwargs,
 ) -> ClusterAge:
     """Age posterior of a cluster from its rotators.
 
@@ -343,7 +344,10 @@ def cluster_age(
         Use stars whose colour or colour error lies outside the training domain (off by default:
         the flow extrapolates there). They are flagged either way.
     method
-        ``"adaptive"`` (coarse-to-fine, default) or ``"dense"`` (every grid point).
+        ``"adaptive"`` (coarse-to-fine, default), ``"dense"`` (every grid point), or ``"full"``:
+        the hierarchical PyMC model (:func:`chronoflow.hierarchical.full_cluster_age`, which
+        takes the sampler settings as further keyword arguments and returns a
+        :class:`~chronoflow.hierarchical.FullClusterAge`).
     n_coarse, window_nats
         Nodes of the coarse pass, and the log-likelihood drop that bounds the refined window.
 
@@ -356,12 +360,19 @@ def cluster_age(
     ChronoflowError
         Unknown cluster, missing columns, bad ``f_out``, or no usable star.
     """
+    if method == "full":
+        from .hierarchical import full_cluster_age
+
+        return full_cluster_age(df, cluster, by=by, model=model, membership=membership, background=background,
+                                cuts=cuts, ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain, **full_kwargs)
+    if full_kwargs:
+        raise DomainError(f"unexpected arguments for method={method!r}: {', '.join(full_kwargs)}")
     model = _model(model)
     grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
     if not 0 <= f_out < 1:
         raise DomainError(f"f_out must be in [0, 1), got {f_out}")
     if method not in ("adaptive", "dense"):
-        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
+        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense', 'full'")
     _require(df, REQUIRED)
     selected, name = _select(df, cluster, by)
     kept, cut_report = _available_cuts(selected, cuts, ruwe_max)

@@ -199,7 +199,12 @@ def age_cluster_command(
     no_cuts: bool = typer.Option(False, "--no-cuts", help="Do not apply the published cuts."),
     prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
-    method: str = typer.Option("fast", help="'fast' (grid posterior)."),
+    method: str = typer.Option("fast", help="'fast' (grid posterior) or 'full' (hierarchical PyMC model)."),
+    draws: int = typer.Option(1000, help="[full] draws per chain."),
+    tune: int = typer.Option(1000, help="[full] tuning steps per chain."),
+    chains: int = typer.Option(4, help="[full] chains."),
+    seed: int = typer.Option(0, help="[full] sampler seed."),
+    idata_out: Optional[Path] = typer.Option(None, "--out", help="[full] write the ArviZ InferenceData (.nc)."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
     import json
@@ -207,12 +212,24 @@ def age_cluster_command(
     from .ages import cluster_age
     from .artifact import load_model
 
-    if method != "fast":
-        raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast'")
+    if method not in ("fast", "full"):
+        raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
     flow = load_model(model)
     df = _read_user_table(file)
-    res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=None if membership.lower() == "none" else membership,
-                      cuts=not no_cuts, prior=prior)
+    member_col = None if membership.lower() == "none" else membership
+    if method == "full":
+        res = cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts, method="full",
+                          draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json)
+        if idata_out is not None:
+            res.idata.to_netcdf(str(idata_out))
+        if as_json:
+            print(json.dumps(res.to_dict()))
+            return
+        d = res.to_dict()
+        out.print(f"[bold]{res.cluster}[/bold] (full model): {d['n_used']} of {d['n_rows']} stars used")
+        out.print(res.summary.to_string(), markup=False)
+        return
+    res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior)
     if plot is not None:
         from .plotting import plot_cluster_age
 

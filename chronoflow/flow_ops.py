@@ -1,0 +1,157 @@
+"""The flow's log density inside PyTensor graphs.
+
+Two ways to put ln p(log10 Prot | context) into a PyMC model:
+
+* :class:`FlowLogpOp`: the trained flow itself, evaluated by torch in float64, with exact
+  gradients (torch autograd) returned through the Op's vector-Jacobian product. One torch pass
+  computes the value and the per-row gradients; the gradient graph reuses them.
+* :func:`tabulated_logp`: per-star tables of the flow's log density on a grid of log ages x
+  colour offsets (filled by one batched flow evaluation), read by bicubic (Catmull-Rom)
+  interpolation in pure PyTensor. Smooth, differentiable, and ~100x cheaper per evaluation;
+  its difference from the exact flow is measured in the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytensor.tensor as pt
+import torch
+from pytensor.gradient import DisconnectedType
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+from .flow import RotationModel, SplineFlow, _rq_spline_forward
+
+__all__ = ["FlowLogpOp", "StarTables", "flow_logp_with_grad", "tabulated_logp"]
+
+
+def _double(model: RotationModel) -> RotationModel:
+    cached = getattr(model, "_float64_copy", None)
+    if cached is None:
+        cached = copy.deepcopy(model).double().eval()
+        for p in cached.parameters():
+            p.requires_grad_(False)
+        object.__setattr__(model, "_float64_copy", cached)
+    return cached
+
+
+def flow_logp_with_grad(model: RotationModel, log_prot: np.ndarray, context: np.ndarray):
+    """ln p per row and its gradients with respect to log_prot and the context (float64).
+
+    Returns ``(logp [N], dlogp/dlog_prot [N], dlogp/dcontext [N, 3])``.
+    """
+    mod = _double(model)
+    y = torch.as_tensor(np.asarray(log_prot, dtype=np.float64)).requires_grad_(True)
+    ctx = torch.as_tensor(np.asarray(context, dtype=np.float64)).requires_grad_(True)
+    with torch.enable_grad():
+        if isinstance(mod, SplineFlow):
+            # Same density as log_prob, with the mask-free spline (faster, and smooth to autograd).
+            c = mod._context(ctx)
+            v = (y - mod.scaling.log_prot_mean) / mod.scaling.log_prot_std
+            logdet = torch.zeros_like(v)
+            for spline in mod.transform._transforms:
+                v, ld = _rq_spline_forward(v, spline.net(c), spline.n_bins, spline.tail_bound,
+                                           math.sqrt(spline.net[-1].in_features))
+                logdet = logdet + ld
+            lp = -0.5 * v**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(mod.scaling.log_prot_std)
+        else:
+            lp = mod.log_prob(y, ctx, check_domain=False)
+        gy, gc = torch.autograd.grad(lp.sum(), (y, ctx))  # rows are independent: per-row gradients
+    return lp.detach().numpy(), gy.numpy(), gc.numpy()
+
+
+class FlowLogpOp(Op):
+    """PyTensor Op: ``logp = FlowLogpOp(model)(log_prot [N], context [N, 3])`` with exact gradients.
+
+    The Op has three outputs (value, d/dlog_prot, d/dcontext); use the first. Its gradient is the
+    product of the incoming gradient with the other two, computed in the same torch pass.
+    """
+
+    __props__ = ("key",)
+
+    def __init__(self, model: RotationModel):
+        self.model = model
+        self.key = (getattr(model, "card", {}) or {}).get("weights_sha256", str(id(model)))
+
+    def make_node(self, log_prot, context):
+        log_prot = pt.as_tensor_variable(log_prot).astype("float64")
+        context = pt.as_tensor_variable(context).astype("float64")
+        return Apply(self, [log_prot, context], [log_prot.type(), log_prot.type(), context.type()])
+
+    def perform(self, node, inputs, outputs):
+        lp, gy, gc = flow_logp_with_grad(self.model, inputs[0], inputs[1])
+        outputs[0][0], outputs[1][0], outputs[2][0] = lp, gy, gc
+
+    def L_op(self, inputs, outputs, output_grads):
+        g = output_grads[0]
+        if isinstance(g.type, DisconnectedType):
+            return [pt.zeros_like(inputs[0]), pt.zeros_like(inputs[1])]
+        return [g * outputs[1], g[:, None] * outputs[2]]
+
+    def connection_pattern(self, node):
+        return [[True, False, False], [True, False, False]]
+
+
+class StarTables:
+    """Per-star tables of ln p(log10 P_i | log10 age, colour_i - offset, e_i).
+
+    Parameters
+    ----------
+    model
+        The flow.
+    log_prot, colour, log10_err : array, shape ``[stars]``
+        Observed log10 Prot [log10 d], (BP-RP)0 [mag], log10 colour error.
+    log_age_grid
+        Uniform grid of log10 age [log10 Myr].
+    offsets
+        Uniform grid of colour offsets [mag] (E(BP-RP) errors); one value (0) disables them.
+    """
+
+    def __init__(self, model: RotationModel, log_prot, colour, log10_err, log_age_grid, offsets=(0.0,)):
+        self.ages = np.asarray(log_age_grid, dtype=float)
+        self.offsets = np.atleast_1d(np.asarray(offsets, dtype=float))
+        n, d = len(log_prot), len(self.offsets)
+        # One batched evaluation: each (star, offset) pair is a pseudo-star on the shared age grid.
+        lp = model.log_prob_grid(np.repeat(log_prot, d), (np.asarray(colour)[:, None] - self.offsets[None, :]).ravel(),
+                                 np.repeat(log10_err, d), self.ages)  # fmt: skip
+        self.table = lp.reshape(n, d, len(self.ages)).transpose(0, 2, 1).copy()  # [stars, ages, offsets]
+
+
+def _catmull_rom(t):
+    t2, t3 = t * t, t * t * t
+    return [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
+
+
+def tabulated_logp(tables: StarTables, log_age, offset):
+    """Bicubic interpolation of the star tables: ``array[stars, nodes]``.
+
+    Parameters
+    ----------
+    tables
+        :class:`StarTables`.
+    log_age : tensor, shape ``[stars, nodes]``
+        log10 ages at which to read each star's table (clamped to the grid).
+    offset : scalar tensor
+        Colour offset [mag] (ignored when the tables hold one offset).
+    """
+    table = pt.constant(tables.table)
+    n_stars, n_age, n_off = tables.table.shape
+    a0, da = tables.ages[0], tables.ages[1] - tables.ages[0]
+    u = pt.clip((log_age - a0) / da, 1.0, n_age - 2.0 - 1e-9)
+    i = pt.cast(pt.floor(u), "int64")
+    t = u - i
+    rows = pt.arange(n_stars)[:, None]
+    wa = _catmull_rom(t)
+    if n_off == 1:
+        return sum(w * table[rows, i + p - 1, 0] for p, w in enumerate(wa))
+    d0, dd = tables.offsets[0], tables.offsets[1] - tables.offsets[0]
+    v = pt.clip((offset - d0) / dd, 1.0, n_off - 2.0 - 1e-9)
+    j = pt.cast(pt.floor(v), "int64")
+    wd = _catmull_rom(v - j)
+    out = 0.0
+    for q, w_q in enumerate(wd):
+        out = out + w_q * sum(w * table[rows, i + p - 1, j + q - 1] for p, w in enumerate(wa))
+    return out
