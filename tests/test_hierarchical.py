@@ -99,3 +99,20 @@ def test_full_agrees_with_fast_on_a_real_cluster(model, catalogue):
                        progressbar=False)  # fmt: skip
     fast = full.fast.summary
     assert abs(full.to_dict()["log10_age_myr"]["median"] - fast["median"]) <= fast["p84"] - fast["p16"]
+
+
+@pytest.mark.slow
+def test_cli_full_json(catalogue_path, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-cluster", str(catalogue_path), "--cluster", "NGC752",
+                          "--method", "full", "--draws", "100", "--tune", "100", "--chains", "2", "--json", "--out",
+                          str(tmp_path / "idata.nc")], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    payload = json.loads(res.stdout)
+    assert set(payload) == {"cluster", "n_rows", "n_used", "log10_age_myr", "age_myr", "method", "model",
+                            "age_spread_dex", "reddening_offset", "rhat_max"}  # fmt: skip
+    assert payload["method"] == "full" and payload["cluster"] == "NGC752"
+    assert (tmp_path / "idata.nc").stat().st_size > 0
