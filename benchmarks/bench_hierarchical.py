@@ -61,6 +61,7 @@ def main() -> None:
     import arviz as az
 
     summary = az.summary(idata, var_names=["log10_age", "age_spread_dex", "reddening_offset", "f_out"])
+    print(f"table build + sampling: {wall + t_build:.1f} s wall")
     print(f"sampling {args.chains} chains x ({args.tune} tune + {args.draws} draws) on 2 cores: {wall:.1f} s wall; "
           f"R-hat max {summary['r_hat'].max():.3f}; divergences {int(idata.sample_stats['diverging'].values.sum())}")
     print(summary[["mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat"]].to_string())

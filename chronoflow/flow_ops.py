@@ -137,21 +137,21 @@ def tabulated_logp(tables: StarTables, log_age, offset):
     offset : scalar tensor
         Colour offset [mag] (ignored when the tables hold one offset).
     """
-    table = pt.constant(tables.table)
     n_stars, n_age, n_off = tables.table.shape
+    flat = pt.constant(tables.table.reshape(-1))
     a0, da = tables.ages[0], tables.ages[1] - tables.ages[0]
     u = pt.clip((log_age - a0) / da, 1.0, n_age - 2.0 - 1e-9)
     i = pt.cast(pt.floor(u), "int64")
-    t = u - i
-    rows = pt.arange(n_stars)[:, None]
-    wa = _catmull_rom(t)
+    wa = pt.stack(_catmull_rom(u - i), axis=-1)  # [stars, nodes, 4]
+    base = pt.arange(n_stars)[:, None] * (n_age * n_off) + (i - 1) * n_off  # first of the 4 age neighbours
     if n_off == 1:
-        return sum(w * table[rows, i + p - 1, 0] for p, w in enumerate(wa))
+        # One gather of the 4 neighbours per (star, node); gradients flow through the weights.
+        return pt.sum(flat[base[..., None] + pt.arange(4)] * wa, axis=-1)
     d0, dd = tables.offsets[0], tables.offsets[1] - tables.offsets[0]
     v = pt.clip((offset - d0) / dd, 1.0, n_off - 2.0 - 1e-9)
     j = pt.cast(pt.floor(v), "int64")
-    wd = _catmull_rom(v - j)
-    out = 0.0
-    for q, w_q in enumerate(wd):
-        out = out + w_q * sum(w * table[rows, i + p - 1, j + q - 1] for p, w in enumerate(wa))
-    return out
+    wd = pt.stack(_catmull_rom(v - j))  # [4]
+    steps = pt.constant((np.arange(4)[:, None] * n_off + np.arange(4)[None, :]).reshape(-1))  # 16 neighbours
+    values = flat[(base + j - 1)[..., None] + steps]  # [stars, nodes, 16]
+    weights = (wa[..., :, None] * wd[None, None, None, :]).reshape((wa.shape[0], wa.shape[1], 16))
+    return pt.sum(values * weights, axis=-1)

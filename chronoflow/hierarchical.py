@@ -118,7 +118,7 @@ def build_cluster_model(
     flow: RotationModel,
     *,
     center: float,
-    window_dex: float = 0.5,
+    window_dex: float = 0.3,
     membership: str | None = "mem_prob_source",
     spread_prior_dex: float = 0.1,
     reddening_prior_mag: float = 0.02,
@@ -203,10 +203,13 @@ def build_cluster_model(
 
 
 def sample_cluster_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, cores: int = 2,
-                         seed: int = 0, sampler: str | None = None, progressbar: bool = True):
+                         seed: int = 0, sampler: str | None = None, progressbar: bool = True,
+                         target_accept: float = 0.8):
     """Sample with NUTS: nutpie when installed (``sampler=None``), else PyMC's own.
 
-    Returns ArviZ InferenceData.
+    ``target_accept`` 0.8 (PyMC's default): on the 300-star benchmark it needed 6.3 leapfrog
+    steps per draw against 7.9 at 0.9, with no divergences either way; raise it if a cluster
+    reports divergences. Returns ArviZ InferenceData.
     """
     import pymc as pm
 
@@ -219,7 +222,8 @@ def sample_cluster_model(model, *, draws: int = 1000, tune: int = 1000, chains: 
             sampler = "pymc"
     with model:
         return pm.sample(draws=draws, tune=tune, chains=chains, cores=min(cores, chains), random_seed=seed,
-                         nuts_sampler=sampler, progressbar=progressbar, target_accept=0.9, compute_convergence_checks=False)
+                         nuts_sampler=sampler, progressbar=progressbar, target_accept=target_accept,
+                         compute_convergence_checks=False)
 
 
 def full_cluster_age(
@@ -239,6 +243,7 @@ def full_cluster_age(
     reddening_prior_mag: float = 0.02,
     likelihood: str = "table",
     n_quad: int = 5,
+    target_accept: float = 0.8,
     **fast_kwargs,
 ) -> FullClusterAge:
     """Full hierarchical cluster age (``cluster_age(..., method="full")``).
@@ -250,7 +255,7 @@ def full_cluster_age(
     ----------
     df, cluster, by, model
         As in :func:`~chronoflow.ages.cluster_age`.
-    draws, tune, chains, cores, seed, sampler, progressbar
+    draws, tune, chains, cores, seed, sampler, progressbar, target_accept
         NUTS settings; ``seed`` makes the run reproducible.
     spread_prior_dex, reddening_prior_mag, likelihood, n_quad
         See :func:`build_cluster_model`.
@@ -275,7 +280,7 @@ def full_cluster_age(
         n_quad=n_quad, likelihood=likelihood,
     )  # fmt: skip
     idata = sample_cluster_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
-                                 sampler=sampler, progressbar=progressbar)  # fmt: skip
+                                 sampler=sampler, progressbar=progressbar, target_accept=target_accept)  # fmt: skip
     names = [v for v in ("log10_age", "age_spread_dex", "reddening_offset", "f_out") if v in idata.posterior]
     summary = az.summary(idata, var_names=names)
     stars = fast.stars.drop(columns=["p_outlier"])
@@ -290,5 +295,6 @@ def full_cluster_age(
     if float(summary["r_hat"].max()) > 1.01:
         warnings.warn(f"R-hat up to {summary['r_hat'].max():.3f} (> 1.01): run more draws or chains", stacklevel=2)
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "likelihood": likelihood, "n_quad": n_quad,
+                "target_accept": target_accept,
                 "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag}  # fmt: skip
     return FullClusterAge(fast.cluster, idata, summary, stars, fast, fast.model, settings)
