@@ -23,9 +23,10 @@ Choices, and why (measured; see ``benchmarks/bench_hierarchical.py``):
 * **Flow inside PyTensor**: two implementations (``likelihood=``): ``"exact"`` calls the trained
   flow through :class:`~chronoflow.flow_ops.FlowLogpOp` (torch, float64, exact gradients, checked
   with ``verify_grad``); ``"table"`` (default) reads per-star tables of the same flow on a
-  0.005 dex x (reddening prior / 4) grid by bicubic interpolation, tested against the exact flow.
-  The table costs ~0.1-0.5 ms per logp+gradient against ~20 ms for the exact Op with 300 stars,
-  which is the difference between a minute and half an hour of sampling.
+  0.005 dex x (reddening prior / 4) grid by bicubic B-spline interpolation (C2), tested against
+  the exact flow.
+  With 272 stars the table cost 0.4-0.65 ms per logp+gradient against 11-14 ms for the exact
+  Op (``benchmarks/bench_hierarchical.py``), about a minute of sampling against half an hour.
 * The mean age has a flat prior over a window of +-``window_dex`` around the fast posterior
   median (the likelihood outside is negligible for any real cluster: the fast posterior is far
   narrower than the window).
