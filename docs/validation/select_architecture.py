@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     w(f"* The flow beats the Gaussian baseline on the held-out fold in {flow_beats} of {len(done)} fits.")
     worse = [(c, r["nll_per_cluster"][c], r["base_nll_per_cluster"][c]) for (st, f), r in done.items()
              if st == final for c in folds[f] if r["nll_per_cluster"][c] > r["base_nll_per_cluster"][c]]
-    w(f"* Held-out clusters where the chosen flow (seed 0) is worse than the baseline: "
+    w("* Held-out clusters where the chosen flow (seed 0) is worse than the baseline: "
       + (", ".join(f"{c} ({a:.3f} vs {b:.3f})" for c, a, b in worse) if worse else "none") + ".")
     fin = multi[final]
     w(f"* PIT coverage of the chosen flow (mean over seeds): {np.mean([r.cov68 for r in fin]):.3f} / "
