@@ -1,0 +1,24 @@
+"""Every script in examples/ runs offline against ../shared data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(script, catalogue_path, tmp_path):
+    res = subprocess.run([sys.executable, str(script), "--catalogue", str(catalogue_path), "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(tmp_path.glob("*.png")), "the example should write its figure"
+
+
+def test_there_are_examples():
+    assert EXAMPLES
