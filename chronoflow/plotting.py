@@ -14,6 +14,13 @@ from .forward import density_map
 __all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
 
 
+def _finish(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=130)
+    return fig
+
+
 def _pyplot(path):
     import matplotlib
 
@@ -85,10 +92,7 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
     ax_cmd.set_title(f"model density at {10 ** s['median']:.0f} Myr, {result.n_used} stars used")
     if (~used).any():
         ax_cmd.legend(frameon=False, fontsize=8, loc="upper left")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=130)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_density_panels(
@@ -145,10 +149,7 @@ def plot_density_panels(
         ax.set_xlabel("(BP-RP)$_0$ [mag]")
     for ax in axes[:, 0]:
         ax.set_ylabel("rotation period [d]")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=130)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_tracks(tracks, *, path: str | os.PathLike | None = None):
@@ -180,10 +181,7 @@ def plot_tracks(tracks, *, path: str | os.PathLike | None = None):
     ax.set_xlabel("age [Myr]")
     ax.set_ylabel("rotation period [d]")
     ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=130)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_ppc(table, *, path: str | os.PathLike | None = None):
@@ -205,10 +203,7 @@ def plot_ppc(table, *, path: str | os.PathLike | None = None):
     ax.set_xticks(range(pivot.shape[1]), [f"{lo:g}-{edges[edges.index(lo) + 1]:g}" for lo in pivot.columns], fontsize=8)
     ax.set_xlabel("(BP-RP)$_0$ bin [mag]")
     fig.colorbar(im, ax=ax, label="KS distance of PIT from uniform")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=130)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_budget(result, *, path: str | os.PathLike | None = None):
@@ -232,7 +227,4 @@ def plot_budget(result, *, path: str | os.PathLike | None = None):
     ax.set_xlabel("uncertainty of log10 age [dex]")
     ax.set_title(f"{result.nominal.cluster}: error budget (median {10 ** result.nominal.summary['median']:.0f} Myr)")
     ax.set_xlim(0, budget["systematic_dex"].max() * 1.25)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=130)
-    return fig
+    return _finish(fig, path)
