@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .artifact import resolve_model
 from .catalogue import training_sample
 from .errors import ChronoflowError, DomainError
 from .flow import RotationModel
@@ -49,14 +50,6 @@ __all__ = ["ClusterAge", "cluster_age", "cluster_ages", "star_ages", "star_flags
 REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
 #: The paper's background: uniform in log10 Prot [log10 d] over this range.
 DEFAULT_BACKGROUND = (-1.75, 2.5)
-
-
-def _model(model: RotationModel | str | None) -> RotationModel:
-    from .artifact import load_model
-
-    if model is None or isinstance(model, str):
-        return load_model(model)
-    return model
 
 
 def _model_name(model: RotationModel) -> str:
@@ -160,7 +153,7 @@ def star_ages(
     >>> 2.0 < ages["log10_age_median"].iloc[0] < 3.5
     True
     """
-    model = _model(model)
+    model = resolve_model(model)
     grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
     if method not in ("adaptive", "dense"):
         raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
@@ -367,7 +360,7 @@ def cluster_age(
                                 cuts=cuts, ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain, **full_kwargs)
     if full_kwargs:
         raise DomainError(f"unexpected arguments for method={method!r}: {', '.join(full_kwargs)}")
-    model = _model(model)
+    model = resolve_model(model)
     grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
     if not 0 <= f_out < 1:
         raise DomainError(f"f_out must be in [0, 1), got {f_out}")
@@ -462,7 +455,7 @@ def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str
         ``log10_age_median``/``p16``/``p84``/``map`` [log10 Myr], ``age_myr_median`` [Myr].
     results : dict of str to ClusterAge
     """
-    model = _model(kwargs.pop("model", None))
+    model = resolve_model(kwargs.pop("model", None))
     names = clusters if clusters is not None else sorted(pd.unique(df[by].astype(str)))
     rows, results = [], {}
     for name in names:  # one batched grid computation per cluster

@@ -22,7 +22,7 @@ import torch
 from .errors import ModelError
 from .flow import FlowConfig, RotationModel, Standardization, TrainingDomain, build_model
 
-__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "default_model_path", "load_model", "save_model", "weights_sha256"]
+__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "default_model_path", "load_model", "resolve_model", "save_model", "weights_sha256"]
 
 #: File name of the pretrained model shipped in ``chronoflow/models``.
 DEFAULT_MODEL = "default.pt"
@@ -147,3 +147,8 @@ def _load_cached(path_str: str, mtime: float) -> RotationModel:
         p.requires_grad_(False)
     model.card = card
     return model
+
+
+def resolve_model(model: RotationModel | str | os.PathLike | None) -> RotationModel:
+    """A loaded model as given, or :func:`load_model` of a path (``None``: the default model)."""
+    return model if isinstance(model, RotationModel) else load_model(model)

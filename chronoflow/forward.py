@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .artifact import resolve_model
 from .errors import DomainError
 from .flow import RotationModel, make_context
 
@@ -18,12 +19,6 @@ __all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_clust
 
 #: Quantiles [%] of the spin-down tracks: median, 1 and 2 sigma.
 TRACK_QUANTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
-
-
-def _model(model: RotationModel | str | None) -> RotationModel:
-    from .artifact import load_model
-
-    return load_model(model) if model is None or isinstance(model, str) else model
 
 
 def _to_value(x: Any, unit: str, name: str) -> np.ndarray:
@@ -86,7 +81,7 @@ def sample_periods(
     """
     if int(n) < 1:
         raise DomainError(f"n must be >= 1, got {n}")
-    model = _model(model)
+    model = resolve_model(model)
     age, col, err = np.broadcast_arrays(_to_value(ages, "Myr", "ages"), _to_value(colours, "mag", "colours"),
                                         _to_value(colour_err, "mag", "colour_err"))
     age, col, err = age.ravel(), col.ravel(), err.ravel()
@@ -131,7 +126,7 @@ def spin_down_tracks(
         One row per (colour, age): ``bprp0`` [mag], ``age_myr`` [Myr], and ``prot_pXX`` [d]
         for each percentile XX. Exact quantiles (the flow is monotone), no sampling noise.
     """
-    model = _model(model)
+    model = resolve_model(model)
     col = np.atleast_1d(_to_value(colours, "mag", "colours")).ravel()
     if ages is None:
         lo, hi = model.domain.log10_age_myr
@@ -246,7 +241,7 @@ def synthetic_cluster(
             raise DomainError(f"{label} must be in [0, 1], got {f}")
     if age_spread_dex < 0:
         raise DomainError(f"age_spread_dex must be >= 0, got {age_spread_dex}")
-    model = _model(model)
+    model = resolve_model(model)
     age = float(_to_value(age_myr, "Myr", "age_myr"))
     _check_ages(np.array([age]), model, allow_extrapolation)
     rng = np.random.default_rng(seed)

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import DEFAULT_BACKGROUND, _background_logpdf, _model, cluster_age
+from .ages import DEFAULT_BACKGROUND, _background_logpdf, cluster_age
+from .artifact import resolve_model
 from .errors import DomainError
 from .flow import RotationModel
 
@@ -271,7 +272,7 @@ def full_cluster_age(
     """
     import arviz as az
 
-    flow = _model(model)
+    flow = resolve_model(model)
     fast_kwargs.pop("f_out", None)
     fast = cluster_age(df, cluster, by=by, model=flow, **fast_kwargs)
     used = fast.stars[fast.stars["used"]]

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ._cache import cache_dir
-from .ages import ClusterAge, _model, cluster_age
+from .ages import ClusterAge, cluster_age
+from .artifact import resolve_model
 from .errors import ChronoflowError, DomainError
 from .flow import RotationModel
 from .training import catalogue_sha256, fine_tune
@@ -178,7 +179,7 @@ def systematics_sweep(
     """
     from rich.progress import track
 
-    model = _model(model)
+    model = resolve_model(model)
     if calibration_scale_dex < 0:
         raise DomainError(f"calibration_scale_dex must be >= 0, got {calibration_scale_dex}")
     nominal = cluster_age(df, cluster, by=by, model=model, **age_kwargs)

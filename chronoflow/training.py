@@ -17,7 +17,7 @@ import copy
 import hashlib
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -307,7 +307,7 @@ def train(
             domain_all = TrainingDomain.fit(everything[1])
             final, final_info = _fit(
                 build_model(flow_config, scaling_all, domain_all, seed=config.seed), everything, None,
-                replace(config), flow_info["best_epoch"], bar, "flow (all clusters)",
+                config, flow_info["best_epoch"], bar, "flow (all clusters)",
             )
             final_names = sorted(df["cluster"].unique())
 
