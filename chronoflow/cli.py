@@ -247,21 +247,61 @@ def age_cluster_command(
 
 @app.command("age-stars")
 def age_stars_command(
-    file: Path = typer.Argument(..., help="CSV/Parquet with Prot [d], BPRP_0 [mag], e_BPRP_0 [mag]."),
-    out_file: Path = typer.Option(..., "--out", help="Output table (.csv or .parquet): the input rows plus ages and flags."),
+    file: Path = typer.Argument(..., help="CSV (NULL = missing) or Parquet with Prot [d], BPRP_0 [mag], e_BPRP_0 [mag]; FITS with --scheduler memory."),
+    out_file: Path = typer.Option(..., "--out", help="Output .parquet (or .csv): every input row plus ages and a flag. With --scheduler dask: a directory of Parquet parts."),
+    scheduler: str = typer.Option("streaming", help="'streaming' (chunks in this process, bounded memory), 'memory' (whole table at once) or 'dask'."),
+    chunk_rows: int = typer.Option(100_000, help="Rows per chunk (streaming)."),
+    address: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default: a local cluster."),
+    workers: int = typer.Option(2, help="Workers of the local Dask cluster."),
+    threads_per_worker: int = typer.Option(1, help="Threads per local Dask worker."),
+    blocksize: str = typer.Option("4MB", help="CSV bytes per Dask partition (Parquet: one partition per row group)."),
     prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE."""
-    from .ages import star_ages
+    """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE; bad rows flagged, never dropped."""
     from .artifact import load_model
 
-    if out_file.suffix.lower() not in (".csv", ".parquet"):
-        raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
-    res = star_ages(_read_user_table(file), model=load_model(model), prior=prior)
-    _write_table(res, out_file)
-    n_flag = int((res["flag"] != "").sum())
-    out.print(f"aged {len(res)} stars ({n_flag} flagged) -> {out_file}")
+    if scheduler == "memory":
+        from .streaming import age_chunk
+
+        if out_file.suffix.lower() not in (".csv", ".parquet"):
+            raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
+        res = age_chunk(_read_user_table(file), model=load_model(model), prior=prior)  # the whole table as one chunk
+        _write_table(res, out_file)
+        n_rows, n_flag = len(res), int((res["flag"] != "").sum())
+    elif scheduler == "streaming":
+        from .streaming import age_stars_file
+
+        report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress)
+        n_rows, n_flag = report.n_rows, report.n_flagged
+    elif scheduler == "dask":
+        from .dask_backend import age_stars_file_dask
+
+        report = age_stars_file_dask(file, out_file, address=address, n_workers=workers, threads_per_worker=threads_per_worker,
+                                     blocksize=blocksize, model=model, prior=prior, progress=progress)  # fmt: skip
+        n_rows, n_flag = report.n_rows, report.n_flagged
+    else:
+        raise ChronoflowError(f"unknown scheduler {scheduler!r}; allowed: 'streaming', 'memory', 'dask'")
+    out.print(f"aged {n_rows} stars ({n_flag} flagged) -> {out_file}")
+
+
+@app.command("synthetic-stars")
+def synthetic_stars_command(
+    n: int = typer.Option(..., "--n", help="Number of stars."),
+    out_file: Path = typer.Option(..., "--out", help="Output table (.parquet or .csv)."),
+    catalogue: Optional[Path] = typer.Option(None, help="Catalogue to draw colours and errors from (default: $CHRONOFLOW_CATALOGUE or the published one)."),
+    bad_fraction: float = typer.Option(0.0, help="Fraction of rows made unusable on purpose (missing/negative values)."),
+    seed: int = typer.Option(0, help="Seed."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+) -> None:
+    """A synthetic survey of N field stars (log-uniform ages, real colours and errors, periods from the flow)."""
+    from .artifact import load_model
+    from .forward import synthetic_field
+
+    df = synthetic_field(n, catalogue=_read_user_table(catalogue), bad_fraction=bad_fraction, seed=seed, model=load_model(model))
+    _write_table(df, out_file)
+    out.print(f"wrote {len(df)} synthetic stars ({int((df['bad_kind'] != '').sum())} bad on purpose) -> {out_file}")
 
 
 @app.command("forward")
@@ -327,7 +367,7 @@ def _write_table(df, path: Path) -> None:
     if suffix == ".csv":
         df.to_csv(path, index=False, na_rep="NULL")
     elif suffix == ".parquet":
-        df.to_parquet(path, index=False)
+        df.to_parquet(path, index=False, row_group_size=100_000)  # row groups: chunks for streaming and Dask
     else:
         raise ChronoflowError(f"unknown output format {suffix!r}; allowed: .csv, .parquet")
 

@@ -15,7 +15,7 @@ from .artifact import resolve_model
 from .errors import DomainError
 from .flow import RotationModel, make_context
 
-__all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_cluster", "TRACK_QUANTILES"]
+__all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_cluster", "synthetic_field", "TRACK_QUANTILES"]
 
 #: Quantiles [%] of the spin-down tracks: median, 1 and 2 sigma.
 TRACK_QUANTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
@@ -275,3 +275,93 @@ def synthetic_cluster(
             "true_log10_age": log_age, "true_bprp0": true_colour, "is_member": ~is_field, "is_outlier": is_outlier,
         }
     )  # fmt: skip
+
+
+#: Kinds of bad rows :func:`synthetic_field` injects, in turn.
+BAD_KINDS = ("missing_prot", "negative_prot", "zero_error", "missing_colour")
+
+
+def synthetic_field(
+    n_stars: int,
+    *,
+    catalogue: pd.DataFrame | None = None,
+    age_range_myr: tuple[float, float] | None = None,
+    bad_fraction: float = 0.0,
+    seed: int = 0,
+    model: RotationModel | str | None = None,
+    block: int = 200_000,
+) -> pd.DataFrame:
+    """A synthetic survey of single field stars (any size) for scale tests and benchmarks.
+
+    Colours and colour errors are drawn jointly from a real catalogue (every star with finite,
+    positive values), with a small jitter (0.02 mag in colour, 10 % in error), so their
+    distribution and correlation are realistic; ages are log-uniform; periods are drawn from the
+    flow at each star's age, colour and error. Memory of the draw is bounded by ``block``.
+
+    Parameters
+    ----------
+    n_stars
+        Rows, > 0.
+    catalogue
+        Table with ``BPRP_0`` and ``e_BPRP_0`` [mag] to draw colours and errors from (default:
+        :func:`chronoflow.catalogue.load_catalogue`).
+    age_range_myr
+        (low, high) ages [Myr] of the log-uniform age distribution (default: the model's
+        calibrated range).
+    bad_fraction
+        Fraction of rows made unusable on purpose, cycling through :data:`BAD_KINDS`
+        (missing period, negative period, zero colour error, missing colour).
+    seed
+        Seed of every random choice.
+    model
+        A loaded model, a path, or ``None`` for the shipped model.
+    block
+        Stars drawn from the flow per call.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``GaiaDR3_ID`` (negative: synthetic), ``Prot`` [d], ``BPRP_0``, ``e_BPRP_0`` [mag],
+        ``true_log10_age`` [log10 Myr] and ``bad_kind`` (``""`` for good rows).
+    """
+    n = int(n_stars)
+    if n < 1:
+        raise DomainError(f"n_stars must be >= 1, got {n_stars}")
+    if not 0 <= bad_fraction <= 1:
+        raise DomainError(f"bad_fraction must be in [0, 1], got {bad_fraction}")
+    model = resolve_model(model)
+    if catalogue is None:
+        from .catalogue import load_catalogue
+
+        catalogue = load_catalogue()
+    col = pd.to_numeric(catalogue["BPRP_0"], errors="coerce").to_numpy(float)
+    err = pd.to_numeric(catalogue["e_BPRP_0"], errors="coerce").to_numpy(float)
+    good = np.isfinite(col) & np.isfinite(err) & (err > 0)
+    if not good.any():
+        raise DomainError("catalogue holds no row with a finite BPRP_0 and a positive e_BPRP_0 to draw from")
+    col, err = col[good], err[good]
+    lo, hi = (np.log10(v) for v in age_range_myr) if age_range_myr is not None else model.domain.log10_age_myr
+    if not hi > lo:
+        raise DomainError(f"age_range_myr must have low < high, got {age_range_myr}")
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(len(col), size=n)
+    colour = np.clip(col[pick] + rng.normal(0, 0.02, n), col.min(), col.max())
+    error = err[pick] * np.exp(rng.normal(0, 0.1, n))
+    log_age = rng.uniform(lo, hi, n)
+    log_p = np.empty(n)
+    for start in range(0, n, int(block)):
+        part = slice(start, min(start + int(block), n))
+        ctx = make_context(10 ** log_age[part], colour[part], error[part])
+        log_p[part] = model.sample(ctx, 1, seed=int(rng.integers(2**31)), check_domain=False)[0]
+    df = pd.DataFrame(
+        {"GaiaDR3_ID": -(np.arange(n, dtype=np.int64) + 1), "Prot": 10**log_p, "BPRP_0": colour, "e_BPRP_0": error,
+         "true_log10_age": log_age, "bad_kind": ""}
+    )  # fmt: skip
+    bad = np.flatnonzero(rng.uniform(size=n) < bad_fraction)
+    for i, kind in enumerate(BAD_KINDS):
+        rows = bad[i :: len(BAD_KINDS)]
+        column, value = {"missing_prot": ("Prot", np.nan), "negative_prot": ("Prot", -1.0),
+                         "zero_error": ("e_BPRP_0", 0.0), "missing_colour": ("BPRP_0", np.nan)}[kind]  # fmt: skip
+        df.loc[rows, column] = value
+        df.loc[rows, "bad_kind"] = kind
+    return df

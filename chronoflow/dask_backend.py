@@ -1,0 +1,232 @@
+"""Ageing catalogues on Dask: one partition at a time, on a local or remote cluster.
+
+:func:`age_stars_dask` maps :func:`chronoflow.streaming.age_chunk` over the partitions of a
+dask DataFrame (lazy; returns a dask DataFrame). :func:`age_stars_file_dask` reads a CSV or
+Parquet input, ages it on a Dask cluster (a local one by default, or the scheduler at
+``address``) and writes one Parquet file per partition into a directory, which
+:func:`pandas.read_parquet` reads back as one table in input order.
+
+Each worker process loads the model once (the loader is cached per process) and reuses it for
+every partition it receives: only the model's file path travels with the tasks. Every row is
+kept; rows that cannot be aged are flagged as in :func:`chronoflow.ages.star_flags`.
+
+Needs the ``dask`` extra: ``pip install "chronoflow-gyro[dask]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .ages import REQUIRED
+from .errors import ChronoflowError
+from .posterior import Prior
+from .streaming import _CSV_OPTIONS, INPUT_SUFFIXES, StreamReport, _arrow_schema, _progress, _suffix, age_chunk
+
+__all__ = ["age_stars_dask", "age_stars_file_dask", "read_table_dask"]
+
+#: Columns :func:`~chronoflow.ages.star_ages` adds, with their dtypes.
+AGE_COLUMNS = {
+    **{f"log10_age_{c}": "float64" for c in ("p16", "median", "p84", "map")},
+    **{f"age_myr_{c}": "float64" for c in ("p16", "median", "p84")},
+    "flag": "object",
+}
+
+
+def _import_dask():
+    try:
+        import dask.dataframe as dd
+        import distributed
+    except ImportError:
+        raise ChronoflowError(
+            "the Dask scheduler needs dask and distributed: pip install \"chronoflow-gyro[dask]\""
+        ) from None
+    return dd, distributed
+
+
+def _model_arg(model: str | os.PathLike | None) -> str | None:
+    """What travels to the workers: a path (or None for the shipped model), never the weights."""
+    if model is None:
+        return None
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    raise ChronoflowError(
+        "on Dask, pass the model as a file path (save it with chronoflow.artifact.save_model) so that each "
+        f"worker loads it once; got a {type(model).__name__}"
+    )
+
+
+def _age_partition(part: pd.DataFrame, model: str | None, prior: Prior, kwargs: dict[str, Any]) -> pd.DataFrame:
+    # load_model is cached per process: a worker loads the file on its first partition only.
+    return age_chunk(part, model=model, prior=prior, **kwargs)
+
+
+def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior = "log-flat", **kwargs: Any):
+    """Single-star ages of a dask DataFrame, partition by partition (lazy).
+
+    Parameters
+    ----------
+    ddf
+        ``dask.dataframe.DataFrame`` with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag];
+        other columns are carried through.
+    model
+        Path of a model file, or ``None`` for the shipped model. Each worker loads it once.
+    prior
+        ``"log-flat"`` (default) or ``"flat"`` (in age).
+    **kwargs
+        Passed to :func:`~chronoflow.ages.star_ages`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        The rows of ``ddf`` (same partitions and index) with ``Prot``, ``BPRP_0`` and
+        ``e_BPRP_0`` as float64, plus the age columns (log10 Myr, Myr) and ``flag``.
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd                                           # doctest: +SKIP
+    >>> ages = age_stars_dask(dd.read_parquet("stars.parquet"))              # doctest: +SKIP
+    >>> ages.to_parquet("ages/")                                             # doctest: +SKIP
+    """
+    _import_dask()
+    missing = [c for c in REQUIRED if c not in ddf.columns]
+    if missing:
+        raise ChronoflowError(
+            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; ageing needs "
+            "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]"
+        )
+    meta = ddf._meta.astype({c: "float64" for c in REQUIRED}).assign(
+        **{c: pd.Series(dtype=t) for c, t in AGE_COLUMNS.items()}
+    )
+    return ddf.map_partitions(_age_partition, _model_arg(model), prior, kwargs, meta=meta)
+
+
+def read_table_dask(path: str | os.PathLike, *, blocksize: str | int = "4MB"):
+    """A CSV (``NULL`` = missing) or Parquet file as a dask DataFrame.
+
+    ``Prot``, ``BPRP_0`` and ``e_BPRP_0`` are read as text in CSVs and converted per partition,
+    so a non-numeric value is flagged rather than failing the whole job.
+    """
+    dd, _ = _import_dask()
+    path = Path(path)
+    if not path.exists():
+        raise ChronoflowError(f"file not found: {path}")
+    if path.is_dir() or _suffix(path, INPUT_SUFFIXES, "input") != ".csv":
+        return dd.read_parquet(path, split_row_groups=True)  # one partition per row group
+    return dd.read_csv(path, blocksize=blocksize, dtype={c: "object" for c in REQUIRED}, **_CSV_OPTIONS)
+
+
+def _write_part(part: pd.DataFrame, path: str, schema) -> tuple[int, int, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), path)
+    return len(part), int(np.isfinite(part["log10_age_median"].to_numpy()).sum()), int((part["flag"] != "").sum())
+
+
+def age_stars_file_dask(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    address: str | None = None,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    blocksize: str | int = "4MB",
+    model: str | os.PathLike | None = None,
+    prior: Prior = "log-flat",
+    progress: bool = True,
+    client=None,
+    **kwargs: Any,
+) -> StreamReport:
+    """Age every star of a CSV or Parquet file on a Dask cluster; write a directory of Parquet parts.
+
+    Parameters
+    ----------
+    src
+        Input ``.csv`` or ``.parquet`` (file or directory of parts).
+    dst
+        Output directory (created; its ``part.*.parquet`` files are replaced). Read it back with
+        ``pandas.read_parquet(dst)``: the rows come in input order.
+    address
+        Address of a running Dask scheduler (``tcp://host:8786``); default: start a local
+        cluster of ``n_workers`` processes with ``threads_per_worker`` threads each.
+    n_workers, threads_per_worker
+        Size of the local cluster (ignored with ``address`` or ``client``). torch inside each
+        worker uses ``threads_per_worker`` threads.
+    blocksize
+        Bytes of CSV per partition (about 50,000 stars per 4 MB); a Parquet input gives one
+        partition per row group.
+    model
+        Path of a model file, or ``None`` for the shipped model (loaded once per worker).
+    prior
+        ``"log-flat"`` (default) or ``"flat"`` (in age).
+    progress
+        Show a progress bar over partitions.
+    client
+        An existing ``distributed.Client`` to use instead.
+    **kwargs
+        Passed to :func:`~chronoflow.ages.star_ages`.
+
+    Returns
+    -------
+    StreamReport
+        Rows, aged rows, flagged rows, partitions (``n_chunks``) and wall time.
+    """
+    dd, distributed = _import_dask()
+    import dask
+
+    dst = Path(dst)
+    if dst.suffix.lower() == ".csv":
+        raise ChronoflowError(f"the Dask scheduler writes a directory of Parquet files; got {dst.name} (use e.g. ages.parquet)")
+    t0 = time.perf_counter()
+    ddf = read_table_dask(src, blocksize=blocksize)
+    aged = age_stars_dask(ddf, model=model, prior=prior, **kwargs)
+    schema = _arrow_schema(aged._meta)
+    dst.mkdir(parents=True, exist_ok=True)
+    for old in dst.glob("part.*.parquet"):
+        old.unlink()
+    parts = aged.to_delayed()
+    width = max(5, len(str(len(parts))))
+    writes = [dask.delayed(_write_part)(p, str(dst / f"part.{i:0{width}d}.parquet"), schema) for i, p in enumerate(parts)]
+
+    own = None
+    if client is None:
+        if address is not None:
+            own = client = distributed.Client(address)
+        else:
+            cluster = distributed.LocalCluster(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker),
+                                               processes=True, dashboard_address=":0")  # fmt: skip
+            own = client = distributed.Client(cluster)
+            client.run(_set_torch_threads, int(threads_per_worker))
+    n_rows = n_aged = n_flagged = 0
+    try:
+        futures = client.compute(writes)
+        with _progress(disable=not progress) as bar:
+            task = bar.add_task("age", total=len(futures))
+            for fut in distributed.as_completed(futures):
+                try:
+                    rows, with_age, flagged = fut.result()
+                except ChronoflowError:
+                    raise
+                except Exception as exc:  # a worker's error (e.g. a column whose type changes mid-file)
+                    raise ChronoflowError(f"a partition failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+                n_rows, n_aged, n_flagged = n_rows + rows, n_aged + with_age, n_flagged + flagged
+                bar.update(task, advance=1)
+    finally:
+        if own is not None:
+            cluster = getattr(own, "cluster", None)
+            own.close()
+            if cluster is not None:
+                cluster.close()
+    return StreamReport(n_rows, n_aged, n_flagged, len(writes), time.perf_counter() - t0, str(dst))
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
