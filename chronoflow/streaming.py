@@ -4,7 +4,8 @@
 :func:`chronoflow.ages.star_ages` a chunk of rows at a time and appends the results to a Parquet
 (or CSV) file, so memory stays bounded by the chunk size whatever the size of the input. Each
 star's posterior depends on that star alone, so the output equals the in-memory
-``star_ages(whole_table)`` row for row. Rows that cannot be aged are kept and flagged, never
+``star_ages(whole_table)`` row for row (to floating-point rounding: the matrix products run in
+batches of other sizes, which can move an age by ~1e-12 dex). Rows that cannot be aged are kept and flagged, never
 dropped (see :func:`chronoflow.ages.star_flags`).
 
 The same per-chunk step (:func:`age_chunk`) is what each Dask partition runs in
