@@ -166,7 +166,7 @@ def deredden_bprp(
 ) -> DeredResult:
     """Intrinsic colour (BP-RP)0 from the observed colour and A0 (or E(B-V)).
 
-    Solves X0 = X_obs - A0 [k_BP - k_RP](X0, A0) for every star at once. Plain fixed-point
+    Solves ``X0 = X_obs - A0 [k_BP - k_RP](X0, A0)`` for every star at once. Plain fixed-point
     substitution contracts only while A0 |d(k_BP - k_RP)/dX| < 1: that factor is 0.5 at
     A0 ~ 3 mag and passes 1 near 6 mag. We therefore iterate the Newton form of the same
     fixed point. The solution is unique while 1 + A0 d(k_BP - k_RP)/dX > 0, which holds up to

@@ -9,14 +9,12 @@ Two models share one interface (:class:`RotationModel`):
   the context, the yardstick the flow has to beat on held-out clusters.
 
 Inputs are standardized *inside* the model (buffers fitted on the training set and saved with
-the weights), so callers always pass physical values:
+the weights), so callers always pass physical values::
 
-======================  =====================================
-``log_prot``            log10 rotation period [log10 d]
-``context[..., 0]``     log10 age [log10 Myr]
-``context[..., 1]``     de-reddened colour (BP-RP)0 [mag]
-``context[..., 2]``     log10 colour error [log10 mag]
-======================  =====================================
+    log_prot            log10 rotation period [log10 d]
+    context[..., 0]     log10 age [log10 Myr]
+    context[..., 1]     de-reddened colour (BP-RP)0 [mag]
+    context[..., 2]     log10 colour error [log10 mag]
 """
 
 from __future__ import annotations
