@@ -200,11 +200,11 @@ def age_cluster_command(
     prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
     method: str = typer.Option("fast", help="'fast' (grid posterior) or 'full' (hierarchical PyMC model)."),
-    draws: int = typer.Option(1000, help="[full] draws per chain."),
-    tune: int = typer.Option(1000, help="[full] tuning steps per chain."),
-    chains: int = typer.Option(4, help="[full] chains."),
-    seed: int = typer.Option(0, help="[full] sampler seed."),
-    idata_out: Optional[Path] = typer.Option(None, "--out", help="[full] write the ArviZ InferenceData (.nc)."),
+    draws: int = typer.Option(1000, help="\\[full] draws per chain."),
+    tune: int = typer.Option(1000, help="\\[full] tuning steps per chain."),
+    chains: int = typer.Option(4, help="\\[full] chains."),
+    seed: int = typer.Option(0, help="\\[full] sampler seed."),
+    idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
     import json
