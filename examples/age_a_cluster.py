@@ -37,6 +37,7 @@ def main() -> None:
     outliers = result.stars[result.stars["used"]].sort_values("p_outlier", ascending=False).head(5)
     print("most likely outliers (not on the cluster's rotation sequence):")
     print(outliers[["GaiaDR3_ID", "Prot", "BPRP_0", "p_outlier"]].to_string(index=False))
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(args.out_dir) / f"{result.cluster}_age.png"
     plot_cluster_age(result, model, path)
     print(f"figure: {path}")
