@@ -143,6 +143,7 @@ def plot_density_panels(
             title += f"  (stars: {name}, {fid[name]:g} Myr)"
         ax.set_title(title, fontsize=9)
         ax.set_yscale("log")
+        ax.set_xlim(c_lo, c_hi)  # the model's colour domain; a stray star outside it stays off the axes
     for ax in axes.ravel()[len(ages):]:
         ax.set_visible(False)
     for ax in axes[-1]:
