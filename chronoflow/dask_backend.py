@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import REQUIRED
+from .ages import REQUIRED, _require
 from .errors import ChronoflowError
 from .posterior import Prior
 from .streaming import _CSV_OPTIONS, INPUT_SUFFIXES, StreamReport, _arrow_schema, _progress, _suffix, age_chunk
@@ -94,12 +94,7 @@ def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior 
     >>> ages.to_parquet("ages/")                                             # doctest: +SKIP
     """
     _import_dask()
-    missing = [c for c in REQUIRED if c not in ddf.columns]
-    if missing:
-        raise ChronoflowError(
-            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; ageing needs "
-            "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]"
-        )
+    _require(ddf, REQUIRED)
     meta = ddf._meta.astype({c: "float64" for c in REQUIRED}).assign(
         **{c: pd.Series(dtype=t) for c, t in AGE_COLUMNS.items()}
     )

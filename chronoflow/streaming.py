@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import REQUIRED, star_ages
+from .ages import REQUIRED, _require, star_ages
 from .artifact import resolve_model
 from .errors import ChronoflowError
 from .flow import RotationModel
@@ -151,12 +151,7 @@ def age_chunk(
     pandas.DataFrame
         The rows of ``chunk`` (same index and order) plus the age columns and ``flag``.
     """
-    missing = [c for c in REQUIRED if c not in chunk.columns]
-    if missing:
-        raise ChronoflowError(
-            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; ageing needs "
-            "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]"
-        )
+    _require(chunk, REQUIRED)
     chunk = chunk.assign(**{c: pd.to_numeric(chunk[c], errors="coerce").astype("float64") for c in REQUIRED})
     return star_ages(chunk, model=model, prior=prior, **kwargs)
 
