@@ -57,12 +57,11 @@ def run_mode(mode: str, src: Path, dst: Path, chunk_rows: int, threads: int, wor
         return {"seconds": rep.seconds, "rows": rep.n_rows, "peak_mb": _maxrss_mb()}
     import distributed
 
-    from chronoflow.dask_backend import _set_torch_threads, age_stars_file_dask
+    from chronoflow.dask_backend import age_stars_file_dask
 
     t0 = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
-    client.run(_set_torch_threads, 1)
     startup = time.perf_counter() - t0
     rep = age_stars_file_dask(src, dst, client=client, progress=False)
     worker_mb = sorted(v / 1024 for v in client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())

@@ -151,8 +151,8 @@ def age_stars_file_dask(
         Address of a running Dask scheduler (``tcp://host:8786``); default: start a local
         cluster of ``n_workers`` processes with ``threads_per_worker`` threads each.
     n_workers, threads_per_worker
-        Size of the local cluster (ignored with ``address`` or ``client``). torch inside each
-        worker uses ``threads_per_worker`` threads.
+        Size of the local cluster (ignored with ``address`` or ``client``). Dask starts its
+        workers with ``OMP_NUM_THREADS=1``, so each task's torch runs on one thread.
     blocksize
         Bytes of CSV per partition (about 50,000 stars per 4 MB); a Parquet input gives one
         partition per row group.
@@ -197,7 +197,6 @@ def age_stars_file_dask(
             cluster = distributed.LocalCluster(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker),
                                                processes=True, dashboard_address=":0")  # fmt: skip
             own = client = distributed.Client(cluster)
-            client.run(_set_torch_threads, int(threads_per_worker))
     n_rows = n_aged = n_flagged = 0
     try:
         futures = client.compute(writes)
@@ -220,8 +219,3 @@ def age_stars_file_dask(
                 cluster.close()
     return StreamReport(n_rows, n_aged, n_flagged, len(writes), time.perf_counter() - t0, str(dst))
 
-
-def _set_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
