@@ -440,6 +440,9 @@ def validate_budgets(
                      "systematic_dex": float(np.sqrt((parts**2).sum())), "total_dex": b["total"]})  # fmt: skip
     table = pd.DataFrame(rows)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
+    from .plotting import plot_budgets
+
+    plot_budgets(table, path=out_file.with_suffix(".png"))
     cols = ["statistical_dex", "extinction_dex", "membership_dex", "calibration_dex", "model_dex", "systematic_dex", "total_dex"]
     lines = [
         "# Error budgets of the catalogue clusters",
@@ -449,6 +452,8 @@ def validate_budgets(
         "fiducial ages perturbed by 0.05 dex and 2 seed refits, 10-epoch warm-started fine-tunes). Each component is "
         "the rms shift of the median log age over its variants; statistical = (p84 - p16) / 2; systematic = quadrature "
         "sum of the components; total = quadrature sum of statistical and systematic. All in dex.",
+        "",
+        f"![Error budget of every cluster]({out_file.with_suffix('.png').name})",
         "",
         "| cluster | N used | age [Myr] | statistical | extinction | membership | calibration | model | systematic | total |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -485,6 +490,9 @@ def validate_loo(
     table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=flow_config, epochs=epochs, seed=seed, jobs=jobs)
     rms = loo_rms(table)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
+    from .plotting import plot_loo
+
+    plot_loo(table, path=out_file.with_suffix(".png"))
     lines = [
         "# Leave-one-cluster-out cluster ages",
         "",
@@ -492,6 +500,8 @@ def validate_loo(
         "no inner validation split, fixed epochs) and the cluster is aged with the fast method. "
         "Residual = log10(median model age / fiducial age). '(revised)': the ChronoFlow paper revised the "
         "fiducial age of this cluster.",
+        "",
+        f"![Leave-one-out ages against fiducial ages]({out_file.with_suffix('.png').name})",
         "",
         "| cluster | N used | fiducial [Myr] | median [Myr] | p16 [Myr] | p84 [Myr] | residual [dex] |",
         "|---|---:|---:|---:|---:|---:|---:|",

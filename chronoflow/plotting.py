@@ -229,3 +229,82 @@ def plot_budget(result, *, path: str | os.PathLike | None = None):
     ax.set_title(f"{result.nominal.cluster}: error budget (median {10 ** result.nominal.summary['median']:.0f} Myr)")
     ax.set_xlim(0, budget["systematic_dex"].max() * 1.25)
     return _finish(fig, path)
+
+
+def plot_loo(table, *, path: str | os.PathLike | None = None):
+    """Leave-one-cluster-out ages against the literature (fiducial) ages.
+
+    Parameters
+    ----------
+    table
+        The table of :func:`chronoflow.validation.leave_one_out` (``cluster``,
+        ``fiducial_age_myr`` [Myr], ``log10_age_median``/``p16``/``p84`` [log10 Myr],
+        ``residual_dex``, ``revised_in_paper``).
+    path
+        Save the figure there when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot(path)
+    fid = np.log10(table["fiducial_age_myr"].to_numpy(float))
+    med = table["log10_age_median"].to_numpy(float)
+    err = np.vstack([med - table["log10_age_p16"].to_numpy(float), table["log10_age_p84"].to_numpy(float) - med])
+    revised = table["revised_in_paper"].to_numpy(bool)
+    fig, (ax, axr) = plt.subplots(2, 1, figsize=(6.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    lo, hi = min(fid.min(), med.min()) - 0.2, max(fid.max(), med.max()) + 0.2
+    for a in (ax, axr):
+        a.grid(alpha=0.3)
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    for mask, label, colour in ((~revised, "catalogue age", "tab:blue"), (revised, "age revised in the paper", "tab:red")):
+        ax.errorbar(fid[mask], med[mask], yerr=err[:, mask], fmt="o", ms=4, color=colour, label=label, capsize=2)
+        axr.errorbar(fid[mask], med[mask] - fid[mask], yerr=err[:, mask], fmt="o", ms=4, color=colour, capsize=2)
+    for x, y, name, show in zip(fid, med, table["cluster"], revised | (np.abs(med - fid) > 0.1), strict=True):
+        if show:  # name the clusters off the line; the crowd on it would overlap
+            ax.annotate(name, (x, y), fontsize=7, xytext=(4, -8), textcoords="offset points")
+    axr.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("leave-one-out age [log10 Myr]")
+    axr.set_ylabel("residual [dex]")
+    axr.set_xlabel("fiducial age [log10 Myr]")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Clusters aged by flows trained without them")
+    return _finish(fig, path)
+
+
+def plot_budgets(table, *, path: str | os.PathLike | None = None):
+    """Error budgets of many clusters: statistical, each systematic component and the total.
+
+    Parameters
+    ----------
+    table
+        The table of ``chronoflow validate budgets`` (``cluster``, ``age_myr`` [Myr] and
+        ``*_dex`` columns for ``statistical``, the components, ``systematic`` and ``total``).
+    path
+        Save the figure there when given.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot(path)
+    skip = {"statistical_dex", "systematic_dex", "total_dex"}
+    parts = [c for c in table.columns if c.endswith("_dex") and c not in skip]
+    order = table.sort_values("age_myr")
+    y = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(order) + 1.6))
+    height = 0.8 / (len(parts) + 2)
+    columns = ["statistical_dex", *parts, "total_dex"]
+    for i, col in enumerate(columns):
+        colour = {"statistical_dex": "tab:gray", "total_dex": "k"}.get(col)
+        ax.barh(y + (i - len(columns) / 2 + 0.5) * height, order[col], height=height, color=colour,
+                label=col.removesuffix("_dex"))  # fmt: skip
+    ax.set_yticks(y, [f"{c} ({a:.0f} Myr)" for c, a in zip(order["cluster"], order["age_myr"], strict=True)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("uncertainty of log10 age [dex]")
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.set_title("Error budget of every catalogue cluster")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
