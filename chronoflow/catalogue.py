@@ -103,6 +103,11 @@ def catalogue_registry() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+#: How CSV files are read: ``NULL`` (the catalogue's missing value) or an empty field is missing;
+#: keep_default_na=False keeps names like "NA" intact.
+CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na": False}
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
@@ -111,8 +116,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         from astropy.table import Table
 
         return Table.read(path).to_pandas()
-    # "NULL" is the catalogue's missing value; keep_default_na=False keeps names like "NA" intact.
-    return pd.read_csv(path, na_values=["NULL", ""], keep_default_na=False)
+    return pd.read_csv(path, **CSV_READ_OPTIONS)
 
 
 def load_catalogue(

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .ages import REQUIRED, _require
+from .catalogue import CSV_READ_OPTIONS
 from .errors import ChronoflowError
 from .posterior import Prior
-from .streaming import _CSV_OPTIONS, INPUT_SUFFIXES, StreamReport, _arrow_schema, _progress, _suffix, age_chunk
+from .streaming import INPUT_SUFFIXES, StreamReport, _arrow_schema, _counts, _progress, _suffix, age_chunk
 
 __all__ = ["age_stars_dask", "age_stars_file_dask", "read_table_dask"]
 
@@ -61,11 +61,6 @@ def _model_arg(model: str | os.PathLike | None) -> str | None:
     )
 
 
-def _age_partition(part: pd.DataFrame, model: str | None, prior: Prior, kwargs: dict[str, Any]) -> pd.DataFrame:
-    # load_model is cached per process: a worker loads the file on its first partition only.
-    return age_chunk(part, model=model, prior=prior, **kwargs)
-
-
 def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior = "log-flat", **kwargs: Any):
     """Single-star ages of a dask DataFrame, partition by partition (lazy).
 
@@ -98,7 +93,8 @@ def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior 
     meta = ddf._meta.astype({c: "float64" for c in REQUIRED}).assign(
         **{c: pd.Series(dtype=t) for c, t in AGE_COLUMNS.items()}
     )
-    return ddf.map_partitions(_age_partition, _model_arg(model), prior, kwargs, meta=meta)
+    # Only the path travels; load_model is cached per process, so a worker loads the file once.
+    return ddf.map_partitions(age_chunk, model=_model_arg(model), prior=prior, **kwargs, meta=meta)
 
 
 def read_table_dask(path: str | os.PathLike, *, blocksize: str | int = "4MB"):
@@ -113,7 +109,7 @@ def read_table_dask(path: str | os.PathLike, *, blocksize: str | int = "4MB"):
         raise ChronoflowError(f"file not found: {path}")
     if path.is_dir() or _suffix(path, INPUT_SUFFIXES, "input") != ".csv":
         return dd.read_parquet(path, split_row_groups=True)  # one partition per row group
-    return dd.read_csv(path, blocksize=blocksize, dtype={c: "object" for c in REQUIRED}, **_CSV_OPTIONS)
+    return dd.read_csv(path, blocksize=blocksize, dtype={c: "object" for c in REQUIRED}, **CSV_READ_OPTIONS)
 
 
 def _write_part(part: pd.DataFrame, path: str, schema) -> tuple[int, int, int]:
@@ -121,7 +117,7 @@ def _write_part(part: pd.DataFrame, path: str, schema) -> tuple[int, int, int]:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), path)
-    return len(part), int(np.isfinite(part["log10_age_median"].to_numpy()).sum()), int((part["flag"] != "").sum())
+    return _counts(part)
 
 
 def age_stars_file_dask(

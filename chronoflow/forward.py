@@ -277,8 +277,9 @@ def synthetic_cluster(
     )  # fmt: skip
 
 
-#: Kinds of bad rows :func:`synthetic_field` injects, in turn.
-BAD_KINDS = ("missing_prot", "negative_prot", "zero_error", "missing_colour")
+#: Kinds of bad rows :func:`synthetic_field` injects, in turn: the column spoilt and its value.
+BAD_KINDS = {"missing_prot": ("Prot", np.nan), "negative_prot": ("Prot", -1.0), "zero_error": ("e_BPRP_0", 0.0),
+             "missing_colour": ("BPRP_0", np.nan)}  # fmt: skip
 
 
 def synthetic_field(
@@ -358,10 +359,8 @@ def synthetic_field(
          "true_log10_age": log_age, "bad_kind": ""}
     )  # fmt: skip
     bad = np.flatnonzero(rng.uniform(size=n) < bad_fraction)
-    for i, kind in enumerate(BAD_KINDS):
+    for i, (kind, (column, value)) in enumerate(BAD_KINDS.items()):
         rows = bad[i :: len(BAD_KINDS)]
-        column, value = {"missing_prot": ("Prot", np.nan), "negative_prot": ("Prot", -1.0),
-                         "zero_error": ("e_BPRP_0", 0.0), "missing_colour": ("BPRP_0", np.nan)}[kind]  # fmt: skip
         df.loc[rows, column] = value
         df.loc[rows, "bad_kind"] = kind
     return df

@@ -102,6 +102,17 @@ def test_bad_rows_are_kept_and_flagged(survey, survey_csv, tmp_path):
     assert np.isfinite(got.loc[~bad.to_numpy(), "log10_age_median"]).all()
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_an_empty_table_gives_an_empty_output_with_every_column(tmp_path, suffix):
+    empty = pd.DataFrame({"Prot": [], "BPRP_0": [], "e_BPRP_0": [], "name": pd.Series([], dtype=str)})
+    src = tmp_path / f"empty{suffix}"
+    empty.to_parquet(src) if suffix == ".parquet" else empty.to_csv(src, index=False)
+    report = age_stars_file(src, tmp_path / "ages.parquet", progress=False)
+    got = pd.read_parquet(tmp_path / "ages.parquet")
+    assert (report.n_rows, report.n_chunks, len(got)) == (0, 1, 0)
+    assert {"name", "log10_age_median", "flag"} <= set(got.columns)
+
+
 def test_streaming_errors_are_one_line(survey_csv, tmp_path):
     with pytest.raises(ChronoflowError, match="unknown output format"):
         age_stars_file(survey_csv, tmp_path / "ages.txt", progress=False)
