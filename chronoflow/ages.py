@@ -30,7 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scipy.special import logsumexp
+
 from .artifact import resolve_model
+from .ensemble import member_log_prob_grid, n_members
+from .model_error import ModelErrorCurve, error_budget
 from .catalogue import training_sample
 from .errors import ChronoflowError, DomainError
 from .flow import RotationModel
@@ -55,6 +59,12 @@ DEFAULT_BACKGROUND = (-1.75, 2.5)
 def _model_name(model: RotationModel) -> str:
     card = getattr(model, "card", {}) or {}
     return f"{card.get('weights_sha256', 'untracked')[:12]} ({card.get('created', 'no card')})"
+
+
+def model_error_curve(model: RotationModel) -> ModelErrorCurve | None:
+    """The calibrated model-error term recorded in the model's card (``None`` when absent)."""
+    d = (getattr(model, "card", {}) or {}).get("model_error")
+    return ModelErrorCurve.from_dict(d["curve"]) if d else None
 
 
 def _require(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -145,7 +155,10 @@ def star_ages(
         The input rows (same index, same order, none dropped) plus ``log10_age_p16``,
         ``log10_age_median``, ``log10_age_p84``, ``log10_age_map`` [log10 Myr],
         ``age_myr_p16``, ``age_myr_median``, ``age_myr_p84`` [Myr] and ``flag`` (see
-        :func:`star_flags`; NaN ages where the flag is ``missing_value`` or ``nonpositive``).
+        :func:`star_flags`; NaN ages where the flag is ``missing_value`` or ``nonpositive``;
+        ``age_below_calibration`` / ``age_above_calibration`` where the 16-84 % interval reaches
+        beyond the ages of the calibration clusters, 1.57 Myr - 3.87 Gyr for the shipped model,
+        so the age is extrapolated).
 
     Examples
     --------
@@ -180,8 +193,19 @@ def star_ages(
         out[f"log10_age_{c}"] = summary[c]
     for c in ("p16", "median", "p84"):
         out[f"age_myr_{c}"] = 10 ** summary[c]
-    out["flag"] = flags
+    out["flag"] = _add_age_flags(flags.to_numpy(object), summary["p16"], summary["p84"], model.domain.log10_age_myr)
     return (out, posteriors) if return_posteriors else out
+
+
+def _add_age_flags(flags: np.ndarray, p16: np.ndarray, p84: np.ndarray, calibrated: tuple[float, float]) -> np.ndarray:
+    """Append ``age_below_calibration`` / ``age_above_calibration`` where the 16-84 % interval
+    reaches beyond the calibration ages [log10 Myr]."""
+    flags = flags.copy()
+    lo, hi = calibrated
+    with np.errstate(invalid="ignore"):
+        for mask, name in ((p16 < lo, "age_below_calibration"), (p84 > hi, "age_above_calibration")):
+            flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
+    return flags
 
 
 @dataclass
@@ -207,6 +231,17 @@ class ClusterAge:
         Identifier of the model (weights checksum and creation date).
     settings
         ``f_out``, ``membership``, ``background``, ``prior``, ``method``, cuts report.
+    error_dex
+        The age's error parts [dex] (:func:`chronoflow.model_error.error_budget`):
+        ``statistical`` = (p84 - p16) / 2, ``ensemble`` (spread of the members' medians),
+        ``calibrated`` (the leave-one-out model-error term), ``extrapolation``, ``model`` and
+        ``total`` = sqrt(statistical^2 + model^2).
+    flag
+        ``age_below_calibration`` / ``age_above_calibration`` when the 16-84 % interval reaches
+        beyond the calibration ages, ``model_error_uncalibrated`` for a model without a
+        calibrated model-error term; '' when fine.
+    member_medians
+        Posterior median of each ensemble member [log10 Myr] (``None`` for a single flow).
     """
 
     cluster: str
@@ -218,6 +253,9 @@ class ClusterAge:
     n_used: int
     model: str
     settings: dict[str, Any] = field(default_factory=dict)
+    error_dex: dict[str, float] = field(default_factory=dict)
+    flag: str = ""
+    member_medians: list[float] | None = None
 
     @property
     def age_myr(self) -> dict[str, float]:
@@ -234,7 +272,14 @@ class ClusterAge:
             "age_myr": self.age_myr,
             "method": "fast",
             "model": self.model,
+            "error_dex": {k: float(self.error_dex[k]) for k in ("statistical", "model", "total")},
+            "flag": self.flag,
         }
+
+    @property
+    def total_interval(self) -> tuple[float, float]:
+        """median -/+ the total error [log10 Myr]."""
+        return self.summary["median"] - self.error_dex["total"], self.summary["median"] + self.error_dex["total"]
 
     def posterior_table(self) -> pd.DataFrame:
         """The posterior grid as a table: ``log10_age_myr``, ``age_myr``, ``density_per_dex``."""
@@ -399,24 +444,44 @@ def cluster_age(
     log_bg = _background_logpdf(background, log_prot)[:, None]
     logp = log_prior(grid, prior)
 
-    def mixture(ll):
-        return np.logaddexp(log_w + ll, log_1mw + log_bg)
+    k_members = n_members(model)
+
+    def mixture(member_ll):
+        """Per-star outlier mixture of the ensemble density, and each member's: ``[S, A]``, ``[K, S, A]``."""
+        mix_ll = member_ll[0] if k_members == 1 else logsumexp(member_ll, axis=0) - math.log(k_members)
+        per_member = np.logaddexp(log_w + member_ll, log_1mw + log_bg) if k_members > 1 else None
+        return np.logaddexp(log_w + mix_ll, log_1mw + log_bg), per_member
+
+    def grid_ll(ages):
+        return member_log_prob_grid(model, log_prot, colour, log_err, ages)
 
     if method == "dense":
-        per_star = mixture(model.log_prob_grid(log_prot, colour, log_err, grid))
+        per_star, per_member = mixture(grid_ll(grid))
         total = per_star.sum(axis=0)
+        member_total = per_member.sum(axis=1) if per_member is not None else None
         window = np.arange(len(grid))
     else:
         nodes = coarse_indices(len(grid), n_coarse)
-        coarse_total = mixture(model.log_prob_grid(log_prot, colour, log_err, grid[nodes])).sum(axis=0) + logp[nodes]
+        coarse_star, coarse_member = mixture(grid_ll(grid[nodes]))
+        coarse_total = coarse_star.sum(axis=0) + logp[nodes]
         good = np.flatnonzero(coarse_total >= coarse_total.max() - window_nats)
         lo_node, hi_node = nodes[max(good.min() - 1, 0)], nodes[min(good.max() + 1, len(nodes) - 1)]
         window = np.arange(lo_node, hi_node + 1)
-        per_star = mixture(model.log_prob_grid(log_prot, colour, log_err, grid[window]))
+        per_star, per_member = mixture(grid_ll(grid[window]))
         total = interpolate_to_grid(coarse_total - logp[nodes], grid[nodes], grid)
         total[window] = per_star.sum(axis=0)
+        member_total = None
+        if per_member is not None:
+            member_total = interpolate_to_grid(coarse_member.sum(axis=1), grid[nodes], grid)
+            member_total[:, window] = per_member.sum(axis=1)
     posterior = normalize(total + logp, grid)
     summary = {k: float(v) for k, v in summarize_posterior(posterior, grid).items()}
+    member_medians = None
+    if member_total is not None:
+        member_medians = summarize_posterior(normalize(member_total + logp, grid), grid)["median"]
+    curve = model_error_curve(model)
+    error_dex, age_flag = error_budget(summary["median"], summary["p16"], summary["p84"], member_medians, curve,
+                                       model.domain.log10_age_myr)  # fmt: skip
 
     # P(background | data) per star, averaged over the age posterior (within the window, where
     # the posterior mass is).
@@ -431,7 +496,9 @@ def cluster_age(
         "f_out": f_out, "membership": membership, "background": background if not callable(background) else "callable",
         "prior": prior if isinstance(prior, str) else "callable", "method": method, "cuts": cut_report, "by": by,
     }  # fmt: skip
-    return ClusterAge(name, grid, posterior, summary, stars, len(stars), n_used, _model_name(model), settings)
+    return ClusterAge(name, grid, posterior, summary, stars, len(stars), n_used, _model_name(model), settings,
+                      error_dex=error_dex, flag=age_flag,
+                      member_medians=None if member_medians is None else [float(v) for v in member_medians])
 
 
 def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str = "cluster", **kwargs) -> tuple[pd.DataFrame, dict[str, ClusterAge]]:

@@ -29,7 +29,9 @@ DEFAULT_MODEL = "default.pt"
 #: Environment variable naming a model file to use instead of the shipped one.
 MODEL_ENV = "CHRONOFLOW_MODEL"
 _FORMAT = "chronoflow-model"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+#: Format versions this release reads (1: a single flow; 2: a single flow or an ensemble).
+_READABLE_VERSIONS = (1, 2)
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -66,6 +68,12 @@ def save_model(model: RotationModel, path: str | os.PathLike, card: dict[str, An
         standardization=model.scaling.to_dict(),
         training_domain=model.domain.to_dict(),
     )
+    members = getattr(model, "members", None)
+    if members is not None:  # a FlowEnsemble: each member's architecture and scaling
+        card["members_meta"] = [
+            {"architecture": m.config.to_dict(), "standardization": m.scaling.to_dict(), "training_domain": m.domain.to_dict()}
+            for m in members
+        ]
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     card["weights_sha256"] = weights_sha256(state)
     payload = {"card_json": json.dumps(card, sort_keys=True), "state_dict": state}
@@ -128,17 +136,20 @@ def _load_cached(path_str: str, mtime: float) -> RotationModel:
         raise ModelError(f"{path} is corrupted or not a chronoflow model ({type(exc).__name__}: {str(exc)[:120]})") from None
     if card.get("format") != _FORMAT:
         raise ModelError(f"{path} is not a chronoflow model (format {card.get('format')!r})")
-    if card.get("format_version") != _FORMAT_VERSION:
+    if card.get("format_version") not in _READABLE_VERSIONS:
         raise ModelError(
-            f"{path} has model format version {card.get('format_version')}; this chronoflow reads version "
-            f"{_FORMAT_VERSION} (upgrade chronoflow or retrain the model)"
+            f"{path} has model format version {card.get('format_version')}; this chronoflow reads versions "
+            f"{_READABLE_VERSIONS} (upgrade chronoflow or retrain the model)"
         )
     if weights_sha256(state) != card.get("weights_sha256"):
         raise ModelError(f"{path} is corrupted: its weights do not match the checksum in its card")
     try:
-        domain = TrainingDomain(**{k: tuple(v) for k, v in card["training_domain"].items()})
-        scaling = Standardization(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in card["standardization"].items()})
-        model = build_model(FlowConfig(**card["architecture"]), scaling, domain)
+        if "members_meta" in card:
+            from .ensemble import FlowEnsemble
+
+            model = FlowEnsemble([_build(meta) for meta in card["members_meta"]])
+        else:
+            model = _build(card)
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise ModelError(f"{path} is incompatible with this chronoflow ({type(exc).__name__}: {str(exc)[:120]})") from None
@@ -147,6 +158,13 @@ def _load_cached(path_str: str, mtime: float) -> RotationModel:
         p.requires_grad_(False)
     model.card = card
     return model
+
+
+def _build(meta: dict[str, Any]) -> RotationModel:
+    """An untrained model with the architecture, standardization and domain recorded in ``meta``."""
+    domain = TrainingDomain(**{k: tuple(v) for k, v in meta["training_domain"].items()})
+    scaling = Standardization(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["standardization"].items()})
+    return build_model(FlowConfig(**meta["architecture"]), scaling, domain)
 
 
 def resolve_model(model: RotationModel | str | os.PathLike | None) -> RotationModel:

@@ -96,7 +96,11 @@ def train_command(
     catalogue: Optional[Path] = typer.Option(
         None, "--catalogue", help="Training catalogue. Default: $CHRONOFLOW_CATALOGUE or the published catalogue."
     ),
-    seed: int = typer.Option(0, help="Seed for initialisation, batch order and the validation split."),
+    seed: int = typer.Option(0, help="Seed of member 0 (member k: seed + k): initialisation, batch order, the validation split."),
+    members: int = typer.Option(5, help="Ensemble members (1: a single flow)."),
+    bootstrap: str = typer.Option("stars", help="Resampling of each member: 'stars', 'clusters' or 'none'."),
+    age_noise: Optional[float] = typer.Option(None, help="Noise on the log10 age labels [dex] (default: the TrainConfig default)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Adam weight decay (default: the TrainConfig default)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch budget (default: the TrainConfig default)."),
     membership_weighted: bool = typer.Option(False, help="Weight each star by its membership probability."),
     refit_all: bool = typer.Option(True, help="Refit on all clusters after early stopping on held-out clusters."),
@@ -104,21 +108,25 @@ def train_command(
     threads: int = typer.Option(1, help="torch threads."),
     overwrite: bool = typer.Option(False, help="Replace an existing model file."),
 ) -> None:
-    """Train the flow (and the Gaussian baseline) with the published cuts; write model + card."""
+    """Train the flow ensemble (and the Gaussian baseline) with the published cuts; write model + card.
+
+    The model-error term is calibrated afterwards by `chronoflow validate loo --calibrate FILE`.
+    """
     import dataclasses
 
     from .artifact import save_model
     from .catalogue import load_catalogue
-    from .training import TrainConfig, train
+    from .ensemble import train_ensemble
+    from .training import TrainConfig
 
     if out_file.exists() and not overwrite:
         raise ChronoflowError(f"{out_file} exists; pass --overwrite to replace it")
     config = TrainConfig(seed=seed, membership_weighted=membership_weighted, refit_all=refit_all, threads=threads)
-    if max_epochs is not None:
-        config = dataclasses.replace(config, max_epochs=max_epochs)
+    changes = {k: v for k, v in (("max_epochs", max_epochs), ("age_noise_dex", age_noise), ("weight_decay", weight_decay)) if v is not None}
     if val_cluster:
-        config = dataclasses.replace(config, val_clusters=tuple(val_cluster))
-    result = train(load_catalogue(catalogue), config=config, progress=True)
+        changes["val_clusters"] = tuple(val_cluster)
+    config = dataclasses.replace(config, **changes)
+    result = train_ensemble(load_catalogue(catalogue), members, config=config, bootstrap=bootstrap, progress=True)
     save_model(result.model, out_file)
     _print_card(result.card)
     out.print(f"[green]wrote[/green] {out_file}")
@@ -150,6 +158,21 @@ def _print_card(card: dict) -> None:
             rows.append(
                 (f"held-out NLL ({name})", f"{v['nll']:.4f} nats/star; PIT KS {v['pit_ks']:.3f}, coverage 68% {v['coverage_68']:.3f}, 95% {v['coverage_95']:.3f}")
             )
+    ens = card.get("ensemble")
+    if ens:
+        rows.append(("ensemble", f"{ens['n_members']} members, seeds {', '.join(map(str, ens['seeds']))}, bootstrap {ens['bootstrap']!r}"))
+        rows.append(("member epochs (final)", ", ".join(str(m["epochs"]["final"]) for m in ens["members"])))
+    train_cfg = card.get("training", {})
+    rows.append(("regularization", f"age-label noise {train_cfg.get('age_noise_dex', 0.0):g} dex, weight decay {train_cfg.get('weight_decay', 0.0):g}"))
+    me = card.get("model_error")
+    if me:
+        m = me.get("loo_metrics", {})
+        rows.append(("model error", f"calibrated on {me['curve']['n_clusters']} leave-one-out clusters ({me.get('source', '')})"))
+        if m:
+            rows.append(("leave-one-out (23 clusters)", f"rms {m['rms_all_dex']:.3f} dex, median |res| {m['median_abs_all_dex']:.3f} dex, "
+                         f"coverage of the total error {m['coverage_total_all']:.2f}, median total {m['median_total_all_dex']:.3f} dex"))
+    else:
+        rows.append(("model error", "not calibrated (run `chronoflow validate loo --calibrate FILE`)"))
     rows.append(("training wall time", f"{card.get('wall_time_s')} s"))
     for k, v in rows:
         table.add_row(k, str(v))
@@ -228,6 +251,10 @@ def age_cluster_command(
         d = res.to_dict()
         out.print(f"[bold]{res.cluster}[/bold] (full model): {d['n_used']} of {d['n_rows']} stars used")
         out.print(res.summary.to_string(), markup=False)
+        e = d["error_dex"]
+        out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f}, total {e['total']:.3f}", markup=False)
+        if d["flag"]:
+            out.print(f"  [yellow]flag:[/yellow] {d['flag']}")
         return
     res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior)
     if plot is not None:
@@ -241,6 +268,14 @@ def age_cluster_command(
     out.print(f"[bold]{res.cluster}[/bold]: {res.n_used} of {res.n_rows} stars used")
     out.print(f"  log10 age/Myr = {l['median']:.3f} (+{l['p84'] - l['median']:.3f} / -{l['median'] - l['p16']:.3f})")
     out.print(f"  age = {a['median']:.1f} Myr (16-84 %: {a['p16']:.1f} - {a['p84']:.1f} Myr)")
+    e = res.error_dex
+    t_lo, t_hi = res.total_interval
+    out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f} "
+              f"(ensemble {e['ensemble']:.3f}, calibrated {e['calibrated']:.3f}, extrapolation {e['extrapolation']:.3f}), "
+              f"total {e['total']:.3f}", markup=False)
+    out.print(f"  total interval: {10 ** t_lo:.1f} - {10 ** t_hi:.1f} Myr (median -/+ total error)")
+    if res.flag:
+        out.print(f"  [yellow]flag:[/yellow] {res.flag}")
     if plot is not None:
         out.print(f"  figure: {plot}")
 
@@ -471,52 +506,58 @@ def validate_budgets(
 
 @validate_app.command("loo")
 def validate_loo(
-    out_file: Path = typer.Option(Path("loo.md"), "--out", help="Markdown table to write (a .csv beside it too)."),
+    out_file: Path = typer.Option(Path("loo.md"), "--out", help="Markdown table to write (a .csv and a .png beside it)."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
     cluster: Optional[list[str]] = typer.Option(None, "--cluster", help="Only these clusters (repeatable)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per fold (default: the shipped model's final epoch count)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model whose recipe is validated (default: the shipped model)."),
+    members: Optional[int] = typer.Option(None, help="Members per fold (default: the model's; fewer allowed, stated in the output)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of every member (default: each member's early-stopped count in the card)."),
     jobs: int = typer.Option(2, help="Folds trained in parallel."),
-    seed: int = typer.Option(0, help="Training seed."),
+    calibrate: Optional[Path] = typer.Option(None, help="Write the calibrated model-error term into this model file's card."),
+    before: Optional[Path] = typer.Option(None, help="An earlier loo.csv to compare with, side by side."),
 ) -> None:
-    """Leave-one-cluster-out: retrain without each cluster, age it, tabulate residuals and rms."""
-    from .artifact import load_model
+    """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
+    from .artifact import load_model, save_model
     from .catalogue import load_catalogue
     from .flow import FlowConfig
-    from .validation import leave_one_out, loo_rms
+    from .training import TrainConfig
+    from .validation import calibrate_loo, leave_one_out, loo_metrics, loo_report
 
-    card = load_model().card
-    epochs = epochs or int(card["epochs"]["final"])
-    flow_config = FlowConfig(**card["architecture"])
-    table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=flow_config, epochs=epochs, seed=seed, jobs=jobs)
-    rms = loo_rms(table)
+    flow = load_model(model)
+    card = flow.card
+    ens = card.get("ensemble") or {"n_members": 1, "bootstrap": "none", "members": [{"epochs": card["epochs"]}]}
+    k = members or ens["n_members"]
+    if not 1 <= k <= ens["n_members"]:
+        raise ChronoflowError(f"--members {k}: the model has {ens['n_members']} members; allowed: 1 to {ens['n_members']}")
+    budgets = [epochs] * k if epochs else [int(m["epochs"]["final"]) for m in ens["members"][:k]]
+    train_cfg = {key: v for key, v in card["training"].items() if key in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**{key: (tuple(v) if isinstance(v, list) else v) for key, v in train_cfg.items()})
+    table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=FlowConfig(**card["architecture"]), config=config,
+                          n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs)  # fmt: skip
+    table, curve = calibrate_loo(table)
+    metrics = loo_metrics(table)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
     from .plotting import plot_loo
 
     plot_loo(table, path=out_file.with_suffix(".png"))
-    lines = [
-        "# Leave-one-cluster-out cluster ages",
-        "",
-        "Written by `chronoflow validate loo`: for each cluster the flow is retrained without it (published cuts, "
-        "no inner validation split, fixed epochs) and the cluster is aged with the fast method. "
-        "Residual = log10(median model age / fiducial age). '(revised)': the ChronoFlow paper revised the "
-        "fiducial age of this cluster.",
-        "",
-        f"![Leave-one-out ages against fiducial ages]({out_file.with_suffix('.png').name})",
-        "",
-        "| cluster | N used | fiducial [Myr] | median [Myr] | p16 [Myr] | p84 [Myr] | residual [dex] |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in table.itertuples():
-        mark = " (revised)" if r.revised_in_paper else ""
-        lines.append(
-            f"| {r.cluster}{mark} | {r.n_used} | {r.fiducial_age_myr:g} | {10 ** r.log10_age_median:.0f} | "
-            f"{10 ** r.log10_age_p16:.0f} | {10 ** r.log10_age_p84:.0f} | {r.residual_dex:+.3f} |"
-        )
-    lines += ["", f"rms residual, all {len(table)} clusters: {rms['rms_all_dex']:.3f} dex",
-              f"rms residual, without the four clusters the paper revised: {rms['rms_without_revised_dex']:.3f} dex",
-              "", f"Architecture {flow_config.to_dict()}, {epochs} epochs per fold, seed {seed}."]
-    out_file.write_text("\n".join(lines) + "\n")
-    out.print("\n".join(lines), markup=False)
+    import pandas as pd
+
+    previous = pd.read_csv(before) if before is not None else None
+    recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {ens['n_members']} members per fold "
+              f"(bootstrap {ens['bootstrap']!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "
+              f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
+    text = loo_report(table, metrics, recipe=recipe, figure=out_file.with_suffix(".png").name, before=previous)
+    out_file.write_text(text)
+    out.print(text, markup=False)
+    if calibrate is not None:
+        target = load_model(calibrate)
+        target.card["model_error"] = {
+            "curve": curve.to_dict(),
+            "source": f"chronoflow validate loo: {recipe}",
+            "loo_metrics": metrics,
+        }
+        save_model(target, calibrate, card=target.card)
+        out.print(f"[green]wrote[/green] the model-error term into {calibrate}")
 
 
 @validate_app.command("ppc")

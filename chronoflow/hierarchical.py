@@ -106,7 +106,20 @@ class FullClusterAge:
             "age_spread_dex": self._q("age_spread_dex"),
             "reddening_offset": self._q("reddening_offset"),
             "rhat_max": self.rhat_max,
+            "error_dex": {k: float(v) for k, v in self.error_dex.items() if k in ("statistical", "model", "total")},
+            "flag": self.fast.flag,
         }
+
+    @property
+    def error_dex(self) -> dict[str, float]:
+        """Error parts [dex]: ``statistical`` = (p84 - p16) / 2 of the sampled ``log10_age``; the
+        ``model`` term (ensemble spread, calibrated term, extrapolation) of the fast result, which
+        shares the flow; ``total`` = sqrt(statistical^2 + model^2)."""
+        q = self._q("log10_age")
+        stat = 0.5 * (q["p84"] - q["p16"])
+        parts = dict(self.fast.error_dex)
+        parts.update(statistical=float(stat), total=float(np.hypot(stat, parts.get("model", 0.0))))
+        return parts
 
 
 def _quadrature(n: int) -> tuple[np.ndarray, np.ndarray]:

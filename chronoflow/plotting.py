@@ -34,7 +34,8 @@ def _pyplot(path):
 def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.PathLike | None = None):
     """Age posterior beside the period-colour diagram at the inferred age.
 
-    Left: posterior density per dex against age [Myr] with the median and the 16-84 % interval.
+    Left: posterior density per dex against age [Myr] with the median, the 16-84 % interval
+    (statistical) and, shaded beside it, median -/+ the total error (statistical and model).
     Right: the model's density p(log10 Prot | age, colour) at the median age, with the cluster's
     stars coloured by their posterior outlier probability (unused stars as grey crosses).
 
@@ -57,18 +58,29 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
     age = 10**result.grid
     ax_post.plot(age, result.posterior, color="k", lw=1.5)
     inside = (result.grid >= s["p16"]) & (result.grid <= s["p84"])
-    ax_post.fill_between(age[inside], result.posterior[inside], color="tab:blue", alpha=0.3, label="16-84 %")
+    ax_post.fill_between(age[inside], result.posterior[inside], color="tab:blue", alpha=0.3, label="16-84 % (statistical)")
+    if result.error_dex:
+        t_lo, t_hi = result.total_interval
+        ax_post.axvspan(10**t_lo, 10**t_hi, color="tab:orange", alpha=0.15,
+                        label=f"median -/+ total error ({result.error_dex['total']:.3f} dex)")
     ax_post.axvline(10 ** s["median"], color="tab:blue", lw=1.2, label=f"median {10 ** s['median']:.0f} Myr")
     if "fiducial_age_Myr" in result.stars and result.stars["fiducial_age_Myr"].notna().any():
         ax_post.axvline(result.stars["fiducial_age_Myr"].median(), color="tab:red", ls="--", lw=1, label="fiducial age")
     mass = result.posterior > result.posterior.max() * 1e-4
     lo, hi = result.grid[mass].min() - 0.15, result.grid[mass].max() + 0.15
+    if result.error_dex:
+        lo, hi = min(lo, result.total_interval[0] - 0.1), max(hi, result.total_interval[1] + 0.1)
     ax_post.set_xscale("log")
     ax_post.set_xlim(10**lo, 10**hi)
     ax_post.set_xlabel("age [Myr]")
     ax_post.set_ylabel("posterior density [per dex]")
-    ax_post.set_title(f"{result.cluster}: {10 ** s['median']:.0f} (+{10 ** s['p84'] - 10 ** s['median']:.0f} / "
-                      f"-{10 ** s['median'] - 10 ** s['p16']:.0f}) Myr")
+    title = (f"{result.cluster}: {10 ** s['median']:.0f} (+{10 ** s['p84'] - 10 ** s['median']:.0f} / "
+             f"-{10 ** s['median'] - 10 ** s['p16']:.0f}) Myr")
+    if result.error_dex:
+        title += f", total +-{result.error_dex['total']:.3f} dex"
+    if result.flag:
+        title += f"\n[{result.flag}]"
+    ax_post.set_title(title, fontsize=10)
     ax_post.legend(frameon=False, fontsize=8)
 
     stars = result.stars
@@ -239,7 +251,8 @@ def plot_loo(table, *, path: str | os.PathLike | None = None):
     table
         The table of :func:`chronoflow.validation.leave_one_out` (``cluster``,
         ``fiducial_age_myr`` [Myr], ``log10_age_median``/``p16``/``p84`` [log10 Myr],
-        ``residual_dex``, ``revised_in_paper``).
+        ``residual_dex``, ``revised_in_paper``; ``total_dex`` from
+        :func:`chronoflow.validation.calibrate_loo` is drawn as wide pale bars when present).
     path
         Save the figure there when given.
 
@@ -257,7 +270,12 @@ def plot_loo(table, *, path: str | os.PathLike | None = None):
     for a in (ax, axr):
         a.grid(alpha=0.3)
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    total = table["total_dex"].to_numpy(float) if "total_dex" in table else None
     for mask, label, colour in ((~revised, "catalogue age", "tab:blue"), (revised, "age revised in the paper", "tab:red")):
+        if total is not None:  # the total error (statistical and model) behind the statistical bars
+            for a, y in ((ax, med), (axr, med - fid)):
+                a.errorbar(fid[mask], y[mask], yerr=total[mask], fmt="none", color=colour, alpha=0.3, lw=4,
+                           label="total error" if a is ax and colour == "tab:blue" else None)
         ax.errorbar(fid[mask], med[mask], yerr=err[:, mask], fmt="o", ms=4, color=colour, label=label, capsize=2)
         axr.errorbar(fid[mask], med[mask] - fid[mask], yerr=err[:, mask], fmt="o", ms=4, color=colour, capsize=2)
     for x, y, name, show in zip(fid, med, table["cluster"], revised | (np.abs(med - fid) > 0.1), strict=True):

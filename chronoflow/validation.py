@@ -1,13 +1,20 @@
-"""Leave-one-cluster-out validation: retrain without each cluster, then age it.
+"""Leave-one-cluster-out validation: retrain the whole recipe without each cluster, then age it.
 
-This is the honest test of cluster ages: the flow never saw the cluster it ages. The residual of
-each cluster is ``median model age - fiducial age`` in dex; the rms is reported with and without
-the four clusters whose fiducial ages the ChronoFlow paper revised.
+This is the honest test of cluster ages: the model never saw the cluster it ages. Each fold trains
+the ensemble recipe (:func:`chronoflow.ensemble.train_ensemble`: K members, seeds and bootstrap
+resamples, the training settings of the shipped model) on every other cluster and ages the
+held-out one with the fast method. The residual is ``median model age - fiducial age`` in dex.
+
+:func:`calibrate_loo` then turns the residuals into the model-error term
+(:mod:`chronoflow.model_error`) and measures its coverage honestly: the total error quoted for
+cluster i uses a model-error curve calibrated on the *other* clusters only (nested leave-one-out).
+The clusters whose fiducial ages the ChronoFlow paper revised never enter a calibration.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,22 +22,31 @@ import pandas as pd
 
 from .ages import cluster_age
 from .catalogue import REVISED_CLUSTERS
+from .ensemble import FlowEnsemble, train_ensemble
 from .flow import FlowConfig
-from .training import TrainConfig, train
+from .model_error import DEFAULT_BANDWIDTH, ModelErrorCurve, calibrate_model_error, error_budget
+from .training import TrainConfig
 
-__all__ = ["leave_one_out", "loo_rms"]
+__all__ = ["calibrate_loo", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
 
 
-def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig]) -> dict[str, Any]:
+def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig, list[int], str, list[int]]) -> list[dict[str, Any]]:
     import torch
 
-    catalogue, name, flow_config, config = args
+    catalogue, name, flow_config, config, epochs, bootstrap, subsets = args
     torch.set_num_threads(config.threads)
     rest = catalogue[catalogue["cluster"] != name]
-    model = train(rest, flow_config, config, progress=False, train_baseline=False).model
+    model = train_ensemble(rest, len(epochs), flow_config, config, bootstrap=bootstrap, progress=False, baseline=False,
+                           member_epochs=epochs).model  # fmt: skip
+    return [_age_row(catalogue, name, FlowEnsemble(list(model.members)[:k])) for k in subsets]
+
+
+def _age_row(catalogue: pd.DataFrame, name: str, model: FlowEnsemble) -> dict[str, Any]:
     res = cluster_age(catalogue, name, model=model)
     fiducial = float(res.stars["fiducial_age_Myr"].median())
+    lo, hi = model.domain.log10_age_myr
     return {
+        "n_members": model.n_members,
         "cluster": name,
         "n_used": res.n_used,
         "fiducial_age_myr": fiducial,
@@ -39,6 +55,11 @@ def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig]) -> dict[str, A
         "log10_age_p84": res.summary["p84"],
         "residual_dex": res.summary["median"] - np.log10(fiducial),
         "revised_in_paper": name in REVISED_CLUSTERS,
+        "statistical_dex": res.error_dex["statistical"],
+        "ensemble_dex": res.error_dex["ensemble"],
+        "calibrated_lo": lo,
+        "calibrated_hi": hi,
+        "member_medians": " ".join(f"{v:.4f}" for v in (res.member_medians or [res.summary["median"]])),
     }
 
 
@@ -47,12 +68,16 @@ def leave_one_out(
     clusters: list[str] | None = None,
     *,
     flow_config: FlowConfig | None = None,
-    epochs: int = 60,
+    config: TrainConfig | None = None,
+    n_members: int = 1,
+    bootstrap: str = "stars",
+    subsets: list[int] | None = None,
+    epochs: int | list[int] = 45,
     seed: int = 0,
     jobs: int = 2,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Retrain without each cluster (fixed epoch budget, no inner validation split) and age it.
+    """Retrain the recipe without each cluster (fixed epochs, no inner validation split) and age it.
 
     Parameters
     ----------
@@ -62,10 +87,19 @@ def leave_one_out(
         Clusters to leave out in turn (default: all).
     flow_config
         Architecture (default: :class:`~chronoflow.flow.FlowConfig` ()).
+    config
+        Training settings (age-label noise, weight decay, ...); ``seed``, ``max_epochs``, the
+        validation split and the refit are set here. Default :class:`~chronoflow.training.TrainConfig` ().
+    n_members, bootstrap
+        Ensemble members per fold and their resampling (see :func:`~chronoflow.ensemble.train_ensemble`).
+    subsets
+        Also age each held-out cluster with the first k members for every k listed (to choose K
+        by measurement); default: only ``n_members``.
     epochs
-        Training epochs per fold (the shipped model's early-stopped count is a sensible choice).
+        Training epochs of every member, or one value per member (the shipped members'
+        early-stopped counts are the natural choice).
     seed
-        Training seed.
+        Seed of member 0 (member k gets ``seed + k``).
     jobs
         Folds trained in parallel processes (each single-threaded).
     progress
@@ -74,21 +108,111 @@ def leave_one_out(
     Returns
     -------
     pandas.DataFrame
-        One row per cluster: ``cluster``, ``n_used``, ``fiducial_age_myr`` [Myr],
-        ``log10_age_median``/``p16``/``p84`` [log10 Myr], ``residual_dex`` and
-        ``revised_in_paper``, sorted by fiducial age.
+        One row per cluster (and member count k), sorted by k and fiducial age: ``n_members``,
+        ``cluster``, ``n_used``, ``fiducial_age_myr``
+        [Myr], ``log10_age_median``/``p16``/``p84`` [log10 Myr], ``residual_dex``,
+        ``revised_in_paper``, ``statistical_dex`` ((p84 - p16)/2), ``ensemble_dex`` (spread of the
+        members' medians), ``calibrated_lo``/``calibrated_hi`` (the fold's calibration ages,
+        log10 Myr) and ``member_medians``. :func:`calibrate_loo` adds the total error.
     """
     from rich.progress import track
 
     names = clusters if clusters is not None else sorted(catalogue["cluster"].unique())
-    config = TrainConfig(seed=seed, max_epochs=epochs, val_clusters=(), refit_all=False, threads=1)
-    tasks = [(catalogue, name, flow_config or FlowConfig(), config) for name in names]
+    budgets = [int(epochs)] * n_members if np.ndim(epochs) == 0 else [int(e) for e in epochs]
+    if len(budgets) != n_members:
+        raise ValueError(f"epochs needs one value per member ({n_members}), got {len(budgets)}")
+    ks = sorted({n_members, *(subsets or [])})
+    if ks[0] < 1 or ks[-1] > n_members:
+        raise ValueError(f"subsets must lie in 1..{n_members}, got {subsets}")
+    config = replace(config or TrainConfig(), seed=seed, val_clusters=(), refit_all=False, threads=1)
+    tasks = [(catalogue, name, flow_config or FlowConfig(), config, budgets, bootstrap, ks) for name in names]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            rows = list(track(pool.map(_one, tasks), total=len(tasks), description="leave-one-out", disable=not progress))
+            parts = list(track(pool.map(_one, tasks), total=len(tasks), description="leave-one-out", disable=not progress))
     else:
-        rows = [_one(t) for t in track(tasks, description="leave-one-out", disable=not progress)]
-    return pd.DataFrame(rows).sort_values("fiducial_age_myr").reset_index(drop=True)
+        parts = [_one(t) for t in track(tasks, description="leave-one-out", disable=not progress)]
+    table = pd.DataFrame([row for part in parts for row in part])
+    return table.sort_values(["n_members", "fiducial_age_myr"]).reset_index(drop=True)
+
+
+def _calibration_rows(table: pd.DataFrame) -> np.ndarray:
+    return ~table["revised_in_paper"].to_numpy(bool) & np.isfinite(table["residual_dex"].to_numpy(float))
+
+
+def _curve(table: pd.DataFrame, rows: np.ndarray, bandwidth_dex: float) -> ModelErrorCurve:
+    t = table[rows]
+    ens = t["ensemble_dex"] if "ensemble_dex" in t else None
+    return calibrate_model_error(t["log10_age_median"], t["residual_dex"], t["statistical_dex"], ens,
+                                 bandwidth_dex=bandwidth_dex, nodes=np.round(np.arange(0.0, 4.15, 0.1), 2))  # fmt: skip
+
+
+def calibrate_loo(table: pd.DataFrame, *, bandwidth_dex: float = DEFAULT_BANDWIDTH) -> tuple[pd.DataFrame, ModelErrorCurve]:
+    """Model-error term from leave-one-out residuals, and the total error each fold would have quoted.
+
+    Parameters
+    ----------
+    table
+        Output of :func:`leave_one_out`.
+    bandwidth_dex
+        Kernel bandwidth of the calibration in log10 age [dex].
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``table`` plus ``calibrated_dex`` (the model-error curve fitted on every *other*
+        non-revised cluster, at this cluster's model age), ``model_dex``, ``total_dex``
+        (:func:`~chronoflow.model_error.error_budget` with that curve and the fold's calibration
+        range), ``inside_total`` (|residual| <= total_dex) and ``flag``.
+    curve : ModelErrorCurve
+        Calibrated on all non-revised clusters: the term the shipped model carries.
+    """
+    if "n_members" in table and table["n_members"].nunique() > 1:
+        raise ValueError("calibrate_loo needs one row per cluster: select one n_members first")
+    out = table.reset_index(drop=True).copy()
+    if "statistical_dex" not in out:  # an older table: statistical error from its percentiles
+        out["statistical_dex"] = 0.5 * (out["log10_age_p84"] - out["log10_age_p16"])
+    calib = _calibration_rows(out)
+    full = _curve(out, calib, bandwidth_dex)
+    cols: dict[str, list] = {"calibrated_dex": [], "model_dex": [], "total_dex": [], "flag": []}
+    for i, row in out.iterrows():
+        others = calib.copy()
+        others[i] = False
+        curve = _curve(out, others, bandwidth_dex) if calib[i] else full
+        members = [float(v) for v in str(row.get("member_medians", "")).split()] or None
+        rng = (row["calibrated_lo"], row["calibrated_hi"]) if "calibrated_lo" in row else None
+        parts, flag = error_budget(row["log10_age_median"], row["log10_age_p16"], row["log10_age_p84"], members, curve, rng)
+        cols["calibrated_dex"].append(parts["calibrated"])
+        cols["model_dex"].append(parts["model"])
+        cols["total_dex"].append(parts["total"])
+        cols["flag"].append(flag)
+    for k, v in cols.items():
+        out[k] = v
+    out["inside_total"] = np.abs(out["residual_dex"]) <= out["total_dex"]
+    return out, full
+
+
+def loo_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Summary figures of a (calibrated) leave-one-out table.
+
+    Over the non-revised clusters ("all") and the interior ones (without the youngest and the
+    oldest, whose leave-one-out is pure extrapolation): rms and median |residual| [dex], the share
+    of clusters whose |residual| is within the statistical error (``coverage_statistical``) and
+    within the total error (``coverage_total``, when ``total_dex`` is present), and the median
+    total error [dex].
+    """
+    t = table[~table["revised_in_paper"].to_numpy(bool)].sort_values("fiducial_age_myr")
+    stat = t["statistical_dex"] if "statistical_dex" in t else 0.5 * (t["log10_age_p84"] - t["log10_age_p16"])
+    out: dict[str, float] = {}
+    for label, part in (("all", slice(None)), ("interior", slice(1, -1))):
+        r = t["residual_dex"].to_numpy(float)[part]
+        out[f"n_{label}"] = int(len(r))
+        out[f"rms_{label}_dex"] = float(np.sqrt(np.mean(r**2)))
+        out[f"median_abs_{label}_dex"] = float(np.median(np.abs(r)))
+        out[f"coverage_statistical_{label}"] = float(np.mean(np.abs(r) <= stat.to_numpy(float)[part]))
+        if "total_dex" in t:
+            out[f"coverage_total_{label}"] = float(np.mean(t["inside_total"].to_numpy(bool)[part]))
+            out[f"median_total_{label}_dex"] = float(np.median(t["total_dex"].to_numpy(float)[part]))
+    return out
 
 
 def loo_rms(table: pd.DataFrame) -> dict[str, float]:
@@ -96,3 +220,63 @@ def loo_rms(table: pd.DataFrame) -> dict[str, float]:
     res = table["residual_dex"].to_numpy(float)
     keep = ~table["revised_in_paper"].to_numpy(bool)
     return {"rms_all_dex": float(np.sqrt(np.mean(res**2))), "rms_without_revised_dex": float(np.sqrt(np.mean(res[keep] ** 2)))}
+
+
+_METRIC_ROWS = (
+    ("rms residual, 23 clusters [dex]", "rms_all_dex", ".3f"),
+    ("rms residual, 21 interior [dex]", "rms_interior_dex", ".3f"),
+    ("median abs residual, 23 clusters [dex]", "median_abs_all_dex", ".3f"),
+    ("median abs residual, 21 interior [dex]", "median_abs_interior_dex", ".3f"),
+    ("coverage of the statistical error, 23 clusters", "coverage_statistical_all", ".2f"),
+    ("coverage of the total error, 23 clusters", "coverage_total_all", ".2f"),
+    ("coverage of the total error, 21 interior", "coverage_total_interior", ".2f"),
+    ("median total error, 23 clusters [dex]", "median_total_all_dex", ".3f"),
+)
+
+
+def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, figure: str | None = None,
+               before: pd.DataFrame | None = None) -> str:
+    """The markdown page ``chronoflow validate loo`` writes: per-cluster table and summary figures.
+
+    ``before`` (an earlier leave-one-out table) adds a column of its figures beside the new ones;
+    a table without ``total_dex`` is calibrated here the same way, so the coverages compare.
+    """
+    lines = [
+        "# Leave-one-cluster-out cluster ages",
+        "",
+        "Written by `chronoflow validate loo`: for each cluster the whole recipe (every ensemble member) is retrained "
+        "without it (published cuts, no inner validation split, each member's early-stopped epoch count) and the "
+        "cluster is aged with the fast method. Residual = log10(median model age / fiducial age). The total error is "
+        "the one the package would have quoted: statistical ((p84 - p16)/2) and model (ensemble spread, the "
+        "model-error term calibrated on the *other* clusters' residuals, extrapolation beyond the calibration ages) "
+        "in quadrature. '(revised)': the ChronoFlow paper revised the fiducial age of this cluster; such clusters "
+        "enter no calibration and no summary figure.",
+        "",
+    ]
+    if figure:
+        lines += [f"![Leave-one-out ages against fiducial ages]({figure})", ""]
+    rows_before = None
+    if before is not None:
+        prev = before[before["n_members"] == before["n_members"].max()] if "n_members" in before else before
+        rows_before = loo_metrics(prev if "total_dex" in prev else calibrate_loo(prev)[0])
+    head = "| figure | before | now |" if rows_before else "| figure | value |"
+    lines += [head, "|---|---:|---:|" if rows_before else "|---|---:|"]
+    for label, key, fmt in _METRIC_ROWS:
+        now = format(metrics[key], fmt)
+        lines.append(f"| {label} | {format(rows_before[key], fmt)} | {now} |" if rows_before else f"| {label} | {now} |")
+    lines += [
+        "",
+        "| cluster | N used | fiducial [Myr] | median [Myr] | residual [dex] | statistical [dex] | ensemble [dex] | "
+        "calibrated [dex] | total [dex] | inside total | flag |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
+    ]
+    for r in table.itertuples():
+        mark = " (revised)" if r.revised_in_paper else ""
+        lines.append(
+            f"| {r.cluster}{mark} | {r.n_used} | {r.fiducial_age_myr:g} | {10 ** r.log10_age_median:.1f} | "
+            f"{r.residual_dex:+.3f} | {r.statistical_dex:.3f} | {getattr(r, 'ensemble_dex', 0.0):.3f} | "
+            f"{r.calibrated_dex:.3f} | {r.total_dex:.3f} | {'yes' if r.inside_total else 'no'} | "
+            f"{r.flag if isinstance(r.flag, str) else ''} |"
+        )
+    lines += ["", f"Recipe: {recipe}.", ""]
+    return "\n".join(lines)

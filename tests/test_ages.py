@@ -74,12 +74,21 @@ def test_star_rows_are_kept_and_flagged(model):
     )  # fmt: skip
     out = star_ages(df, model=model)
     assert list(out.index) == [10, 11, 12, 13, 14] and out["name"].tolist() == list("abcde")
-    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain", "nonpositive"]
+    # the BPRP_0 = 9 mag star is aged by extrapolation to ~1 Myr, below the youngest calibrator: both flags
+    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain,age_below_calibration", "nonpositive"]
     assert np.isfinite(out.loc[[10, 13], "log10_age_median"]).all()
     assert out.loc[[11, 12, 14], "log10_age_median"].isna().all()
     assert out.loc[10, "log10_age_p16"] < out.loc[10, "log10_age_median"] < out.loc[10, "log10_age_p84"]
     assert out.loc[10, "age_myr_median"] == pytest.approx(10 ** out.loc[10, "log10_age_median"])
     assert "log10_age_median" not in df.columns  # caller's frame untouched
+
+
+def test_ages_beyond_the_calibration_clusters_are_flagged(model):
+    """A K dwarf spinning at 60 d is older than M67 (3.87 Gyr): its interval reaches beyond, and says so."""
+    df = pd.DataFrame({"Prot": [60.0, 8.0], "BPRP_0": [1.5, 1.2], "e_BPRP_0": [0.02, 0.02]})
+    out = star_ages(df, model=model)
+    assert out["log10_age_p84"].iloc[0] > model.domain.log10_age_myr[1]
+    assert "age_above_calibration" in out["flag"].iloc[0] and out["flag"].iloc[1] == ""
 
 
 def test_priors(model):
@@ -144,7 +153,11 @@ def test_cli_json_schema(catalogue_path, tmp_path):
     res = _cli("age-cluster", str(catalogue_path), "--cluster", "Hyades", "--json", "--plot", str(tmp_path / "h.png"))
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)  # exactly one JSON object on stdout
-    assert set(payload) == {"cluster", "n_rows", "n_used", "log10_age_myr", "age_myr", "method", "model"}
+    assert set(payload) == {"cluster", "n_rows", "n_used", "log10_age_myr", "age_myr", "method", "model", "error_dex", "flag"}
+    e = payload["error_dex"]
+    assert set(e) == {"statistical", "model", "total"} and all(isinstance(v, float) for v in e.values())
+    assert e["statistical"] == pytest.approx((payload["log10_age_myr"]["p84"] - payload["log10_age_myr"]["p16"]) / 2)
+    assert e["total"] >= e["statistical"] and e["total"] >= e["model"] and isinstance(payload["flag"], str)
     assert payload["cluster"] == "Hyades" and payload["method"] == "fast" and isinstance(payload["model"], str)
     assert isinstance(payload["n_rows"], int) and isinstance(payload["n_used"], int)
     for key in ("log10_age_myr", "age_myr"):

@@ -35,7 +35,7 @@ def test_loss_goes_down(toy_catalogue):
     from chronoflow.training import _arrays
 
     untrained = build_model(TINY, res.model.scaling, res.model.domain, seed=0)
-    y, ctx, _ = _arrays(toy_catalogue[toy_catalogue["cluster"].isin(["C", "E"])])
+    y, ctx, _, _ = _arrays(toy_catalogue[toy_catalogue["cluster"].isin(["C", "E"])])
     before = -untrained.log_prob(y, ctx).mean()
     after = res.card["validation"]["flow"]["nll"]
     assert after < before - 0.5

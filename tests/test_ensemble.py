@@ -1,0 +1,119 @@
+"""The flow ensemble: mixture density, one member = one flow, artifact round trip, training, ages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from chronoflow.ages import cluster_age, star_ages
+from chronoflow.artifact import load_model, save_model
+from chronoflow.ensemble import FlowEnsemble, member_log_prob_grid, train_ensemble
+from chronoflow.errors import ChronoflowError
+from chronoflow.flow import FlowConfig, make_context
+from chronoflow.training import TrainConfig, train
+
+TINY = FlowConfig(n_transforms=2, n_bins=6, hidden=16)
+
+
+def _cfg(**kw):
+    return TrainConfig(max_epochs=kw.pop("max_epochs", 8), patience=100, batch_size=64, val_clusters=("C", "E"), **kw)
+
+
+@pytest.fixture(scope="module")
+def toy_ensemble():
+    from conftest import make_toy_catalogue
+
+    cat = make_toy_catalogue()
+    return cat, train_ensemble(cat, 3, TINY, _cfg(), progress=False, baseline=False)
+
+
+def test_mixture_density_integrates_to_one_and_is_the_member_mean(toy_ensemble):
+    _, res = toy_ensemble
+    ens = res.model
+    y = np.linspace(-3.0, 4.0, 4001)
+    for ctx in ([1.0, 0.8, -1.6], [2.5, 1.6, -1.4], [3.4, 2.2, -1.8]):
+        lp = ens.log_prob(y, np.tile(ctx, (len(y), 1)), check_domain=False)
+        assert np.trapezoid(np.exp(lp), y) == pytest.approx(1.0, abs=2e-3)
+        members = np.stack([m.log_prob(y, np.tile(ctx, (len(y), 1)), check_domain=False) for m in ens.members])
+        np.testing.assert_allclose(np.exp(lp), np.exp(members).mean(axis=0), rtol=1e-9, atol=1e-12)
+    # the mixture CDF is the mean of the members' CDFs and its quantiles invert it
+    ctx = np.array([[2.5, 1.6, -1.4]] * 3)
+    q = ens.quantile(np.array([0.16, 0.5, 0.84]), ctx)
+    np.testing.assert_allclose(ens.cdf(q, ctx), [0.16, 0.5, 0.84], atol=1e-5)
+
+
+def test_one_member_reproduces_the_single_flow(toy_catalogue):
+    single = train(toy_catalogue, TINY, _cfg(), progress=False, train_baseline=False).model
+    ens = FlowEnsemble([single])
+    ctx = make_context(np.array([5.0, 120.0, 3000.0]), np.array([0.8, 1.5, 2.1]), 0.02)
+    y = np.array([0.1, 0.9, 1.4])
+    np.testing.assert_allclose(ens.log_prob(y, ctx), single.log_prob(y, ctx), rtol=0, atol=1e-12)
+    grid = np.linspace(0.5, 3.6, 40)
+    np.testing.assert_allclose(ens.log_prob_grid(y, ctx[:, 1], ctx[:, 2], grid), single.log_prob_grid(y, ctx[:, 1], ctx[:, 2], grid),
+                               rtol=0, atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(ens.sample(ctx, 5, seed=1).shape, (5, 3))
+    # member 0 of a "none" ensemble is exactly the flow train() gives for the same seed
+    first = train_ensemble(toy_catalogue, 2, TINY, _cfg(), bootstrap="none", progress=False, baseline=False).model.members[0]
+    for a, b in zip(first.state_dict().values(), single.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_members_differ_and_grid_is_the_mixture(toy_ensemble):
+    _, res = toy_ensemble
+    ens = res.model
+    y, col, err = np.array([0.3, 1.2]), np.array([0.9, 1.8]), np.log10([0.02, 0.03])
+    grid = np.linspace(0.2, 3.6, 30)
+    each = member_log_prob_grid(ens, y, col, err, grid)
+    assert each.shape == (3, 2, 30)
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # seeds and bootstrap resamples give other fits
+    np.testing.assert_allclose(ens.log_prob_grid(y, col, err, grid), np.log(np.exp(each).mean(axis=0)), rtol=1e-6, atol=1e-9)
+    card = res.card["ensemble"]
+    assert card["n_members"] == 3 and card["seeds"] == [0, 1, 2] and card["bootstrap"] == "stars"
+    assert res.card["split"]["val_clusters"] == ["C", "E"]
+
+
+def test_artifact_round_trip(toy_ensemble, tmp_path):
+    cat, res = toy_ensemble
+    path = save_model(res.model, tmp_path / "ens.pt")
+    back = load_model(path)
+    assert isinstance(back, FlowEnsemble) and back.n_members == 3
+    ctx = make_context(np.array([30.0, 650.0]), np.array([1.0, 1.9]), 0.02)
+    np.testing.assert_array_equal(back.log_prob(np.array([0.5, 1.1]), ctx), res.model.log_prob(np.array([0.5, 1.1]), ctx))
+    assert back.card["ensemble"]["n_members"] == 3
+
+
+def test_cluster_age_reports_ensemble_spread_and_errors(toy_ensemble):
+    cat, res = toy_ensemble
+    out = cluster_age(cat, "D", model=res.model)
+    e = out.error_dex
+    assert len(out.member_medians) == 3 and e["ensemble"] == pytest.approx(np.std(out.member_medians, ddof=1))
+    assert e["ensemble"] > 0
+    assert e["total"] >= e["statistical"] and e["total"] >= e["model"]
+    assert e["total"] == pytest.approx(np.hypot(e["statistical"], e["model"]))
+    d = out.to_dict()
+    assert set(d["error_dex"]) == {"statistical", "model", "total"}
+    assert d["error_dex"]["statistical"] == pytest.approx((d["log10_age_myr"]["p84"] - d["log10_age_myr"]["p16"]) / 2)
+    assert "model_error_uncalibrated" in d["flag"]  # no leave-one-out calibration in this toy card
+    # the dense and adaptive grids agree on the mixture and on the members
+    dense = cluster_age(cat, "D", model=res.model, method="dense")
+    assert dense.summary["median"] == pytest.approx(out.summary["median"], abs=5e-3)
+    np.testing.assert_allclose(dense.member_medians, out.member_medians, atol=5e-3)
+
+
+def test_star_ages_use_the_mixture(toy_ensemble):
+    cat, res = toy_ensemble
+    stars = cat.head(20)
+    a = star_ages(stars, model=res.model)
+    assert a["log10_age_median"].notna().all() and len(a) == 20
+
+
+def test_bad_ensemble_arguments(toy_catalogue):
+    with pytest.raises(ChronoflowError, match="n >= 1"):
+        train_ensemble(toy_catalogue, 0, TINY, _cfg(), progress=False)
+    with pytest.raises(ChronoflowError, match="member_epochs needs one value per member"):
+        train_ensemble(toy_catalogue, 2, TINY, _cfg(), member_epochs=[3], progress=False)
+    with pytest.raises(ChronoflowError, match="bootstrap='bogus'"):
+        TrainConfig(bootstrap="bogus")
+    with pytest.raises(ChronoflowError, match="age_noise_dex must be >= 0"):
+        TrainConfig(age_noise_dex=-0.1)
