@@ -121,7 +121,7 @@ class FlowEnsemble(RotationModel):
         parts = torch.stack([m._grid_chunk(y, star, ages) for m in self.members])
         return torch.logsumexp(parts, dim=0) - math.log(len(self.members))
 
-    def member_log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 262_144) -> np.ndarray:
+    def member_log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 65_536) -> np.ndarray:
         """Every member's :meth:`RotationModel.log_prob_grid`: ``array[members, stars, ages]``."""
         return np.stack([m.log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr, max_pairs=max_pairs) for m in self.members])
 

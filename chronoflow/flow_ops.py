@@ -23,7 +23,7 @@ from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from .flow import RotationModel, SplineFlow, _rq_spline_forward
+from .flow import RotationModel, SplineFlow, rq_spline_forward
 
 __all__ = ["FlowLogpOp", "StarTables", "flow_logp_with_grad", "tabulated_logp"]
 
@@ -53,7 +53,7 @@ def flow_logp_with_grad(model: RotationModel, log_prot: np.ndarray, context: np.
             v = (y - mod.scaling.log_prot_mean) / mod.scaling.log_prot_std
             logdet = torch.zeros_like(v)
             for spline in mod.transform._transforms:
-                v, ld = _rq_spline_forward(v, spline.net(c), spline.n_bins, spline.tail_bound,
+                v, ld = rq_spline_forward(v, spline.net(c).T, spline.n_bins, spline.tail_bound,
                                            math.sqrt(spline.net[-1].in_features))
                 logdet = logdet + ld
             lp = -0.5 * v**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(mod.scaling.log_prot_std)

@@ -67,7 +67,7 @@ def test_members_differ_and_grid_is_the_mixture(toy_ensemble):
     each = member_log_prob_grid(ens, y, col, err, grid)
     assert each.shape == (3, 2, 30)
     assert np.abs(each[0] - each[1]).max() > 1e-3  # seeds and bootstrap resamples give other fits
-    np.testing.assert_allclose(ens.log_prob_grid(y, col, err, grid), np.log(np.exp(each).mean(axis=0)), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ens.log_prob_grid(y, col, err, grid), np.log(np.exp(each).mean(axis=0)), rtol=1e-5, atol=1e-5)  # float32 flow
     card = res.card["ensemble"]
     assert card["n_members"] == 3 and card["seeds"] == [0, 1, 2] and card["bootstrap"] == "stars"
     assert res.card["split"]["val_clusters"] == ["C", "E"]
