@@ -515,6 +515,7 @@ def validate_loo(
     jobs: int = typer.Option(2, help="Folds trained in parallel."),
     calibrate: Optional[Path] = typer.Option(None, help="Write the calibrated model-error term into this model file's card."),
     before: Optional[Path] = typer.Option(None, help="An earlier loo.csv to compare with, side by side."),
+    subsets: Optional[list[int]] = typer.Option(None, "--subset", help="Also age with the first k members (repeatable), to choose K."),
 ) -> None:
     """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
     from .artifact import load_model, save_model
@@ -533,8 +534,10 @@ def validate_loo(
     train_cfg = {key: v for key, v in card["training"].items() if key in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**{key: (tuple(v) if isinstance(v, list) else v) for key, v in train_cfg.items()})
     table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=FlowConfig(**card["architecture"]), config=config,
-                          n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs)  # fmt: skip
-    table, curve = calibrate_loo(table)
+                          n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs,
+                          subsets=subsets)  # fmt: skip
+    per_k = {int(n): calibrate_loo(table[table["n_members"] == n])[0] for n in sorted(table["n_members"].unique())}
+    table, curve = calibrate_loo(table[table["n_members"] == k])
     metrics = loo_metrics(table)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
     from .plotting import plot_loo
@@ -546,7 +549,10 @@ def validate_loo(
     recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {ens['n_members']} members per fold "
               f"(bootstrap {ens['bootstrap']!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "
               f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
-    text = loo_report(table, metrics, recipe=recipe, figure=out_file.with_suffix(".png").name, before=previous)
+    text = loo_report(table, metrics, recipe=recipe, figure=out_file.with_suffix(".png").name, before=previous,
+                      by_members={n: loo_metrics(t) for n, t in per_k.items()} if len(per_k) > 1 else None)
+    if len(per_k) > 1:
+        pd.concat(per_k.values()).to_csv(out_file.with_name(out_file.stem + "_members.csv"), index=False)
     out_file.write_text(text)
     out.print(text, markup=False)
     if calibrate is not None:

@@ -509,8 +509,8 @@ class SplineFlow(RotationModel):
             star_part = first.weight[:, 1:] @ star_std.T + first.bias[:, None]  # [H, S]
             hidden = (first.weight[:, :1, None] * age_std[None] + star_part[:, :, None]).reshape(first.out_features, -1)
             hidden = hidden.relu_()
-            for layer in spline.net[2:]:  # in-place ReLU and fused bias: the grid is memory-bound
-                hidden = hidden.relu_() if isinstance(layer, nn.ReLU) else torch.addmm(layer.bias[:, None], layer.weight, hidden)
+            for layer in spline.net[2:]:  # in-place ReLU and bias: the grid is memory-bound
+                hidden = hidden.relu_() if isinstance(layer, nn.ReLU) else torch.mm(layer.weight, hidden).add_(layer.bias[:, None])
             value, ld = rq_spline_forward(value, hidden, spline.n_bins, spline.tail_bound, math.sqrt(spline.net[-1].in_features))
             logdet = logdet + ld
         lp = -0.5 * value**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(self.scaling.log_prot_std)

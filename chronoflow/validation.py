@@ -235,11 +235,12 @@ _METRIC_ROWS = (
 
 
 def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, figure: str | None = None,
-               before: pd.DataFrame | None = None) -> str:
+               before: pd.DataFrame | None = None, by_members: dict[int, dict[str, float]] | None = None) -> str:
     """The markdown page ``chronoflow validate loo`` writes: per-cluster table and summary figures.
 
     ``before`` (an earlier leave-one-out table) adds a column of its figures beside the new ones;
     a table without ``total_dex`` is calibrated here the same way, so the coverages compare.
+    ``by_members`` (member count -> :func:`loo_metrics`) adds a table of the figures against K.
     """
     lines = [
         "# Leave-one-cluster-out cluster ages",
@@ -264,6 +265,12 @@ def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, f
     for label, key, fmt in _METRIC_ROWS:
         now = format(metrics[key], fmt)
         lines.append(f"| {label} | {format(rows_before[key], fmt)} | {now} |" if rows_before else f"| {label} | {now} |")
+    if by_members:
+        ks = sorted(by_members)
+        lines += ["", "The same folds aged by the first k members of each fold's ensemble:", "",
+                  "| figure | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+        for label, key, fmt in _METRIC_ROWS:
+            lines.append(f"| {label} | " + " | ".join(format(by_members[k][key], fmt) for k in ks) + " |")
     lines += [
         "",
         "| cluster | N used | fiducial [Myr] | median [Myr] | residual [dex] | statistical [dex] | ensemble [dex] | "

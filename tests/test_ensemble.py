@@ -117,3 +117,33 @@ def test_bad_ensemble_arguments(toy_catalogue):
         TrainConfig(bootstrap="bogus")
     with pytest.raises(ChronoflowError, match="age_noise_dex must be >= 0"):
         TrainConfig(age_noise_dex=-0.1)
+
+
+def test_validate_loo_calibrates_the_model_error_into_the_card(toy_ensemble, tmp_path):
+    """`chronoflow validate loo --calibrate`: the whole recipe per fold, nested coverage, the curve in the card."""
+    from typer.testing import CliRunner
+
+    from chronoflow.cli import app
+
+    cat, res = toy_ensemble
+    cat_path, model_path = tmp_path / "toy.csv", save_model(res.model, tmp_path / "ens.pt")
+    cat.to_csv(cat_path, index=False)
+    out = tmp_path / "loo.md"
+    run = CliRunner().invoke(app, ["validate", "loo", "--catalogue", str(cat_path), "--model", str(model_path), "--members", "2",
+                                   "--subset", "1", "--jobs", "1", "--out", str(out), "--calibrate", str(model_path)])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    import pandas as pd
+
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert len(table) == 7 and set(table["n_members"]) == {2}
+    assert {"total_dex", "inside_total", "statistical_dex", "ensemble_dex"} <= set(table.columns)
+    assert (table["total_dex"] >= table["statistical_dex"]).all()
+    assert (table["inside_total"] == (table["residual_dex"].abs() <= table["total_dex"])).all()
+    assert set(pd.read_csv(tmp_path / "loo_members.csv")["n_members"]) == {1, 2}
+    assert "| k = 1 | k = 2 |" in out.read_text()
+    calibrated = load_model(model_path)
+    assert calibrated.card["model_error"]["curve"]["n_clusters"] == 7
+    assert calibrated.card["weights_sha256"] == res.model.card.get("weights_sha256", calibrated.card["weights_sha256"])
+    age = cluster_age(cat, "D", model=calibrated)
+    assert "model_error_uncalibrated" not in age.flag and age.error_dex["calibrated"] >= 0
+    assert age.error_dex["model"] >= age.error_dex["ensemble"]
