@@ -123,7 +123,7 @@ def star_ages(
     prior: Prior = "log-flat",
     method: str = "adaptive",
     n_nodes: int = 168,
-    chunk_stars: int = 5_000,
+    chunk_stars: int = 256,
     return_posteriors: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Age posterior of every star from its rotation period and colour.
@@ -144,7 +144,9 @@ def star_ages(
         Flow evaluations per star of the adaptive method (the default keeps the 16/50/84 %
         points within 0.005 dex of the dense 1000-point grid; see the tests).
     chunk_stars
-        Stars per batch (bounds memory: ~chunk_stars x len(grid) x 8 bytes).
+        Stars per batch (memory ~chunk_stars x len(grid) x 8 bytes per temporary; batches that
+        fit in the CPU caches are fastest: on 3,000 catalogue stars, one thread, batches of 250
+        ran 1.46-2.2x faster than batches of 5,000).
     return_posteriors
         Also return the posterior densities ``array[rows, ages]`` (per dex; NaN rows for
         unusable stars).

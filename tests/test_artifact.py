@@ -85,3 +85,13 @@ def test_shipped_model_card_is_complete():
     assert flow["nll"] < base["nll"]  # the flow beats the Gaussian baseline on held-out clusters
     assert set(flow["nll_per_cluster"]) == set(card["split"]["val_clusters"])
     assert 0.5 < flow["coverage_68"] < 0.85 and 0.85 < flow["coverage_95"] <= 1.0
+    # the shipped model is an ensemble with one card, and carries its leave-one-out model-error term
+    from chronoflow.ensemble import FlowEnsemble
+
+    ens = card["ensemble"]
+    assert isinstance(model, FlowEnsemble) and model.n_members == ens["n_members"] == len(ens["members"]) >= 3
+    assert ens["seeds"] == list(range(ens["n_members"]))
+    me = card["model_error"]
+    assert me["curve"]["n_clusters"] == 23 and len(me["curve"]["log10_age_myr"]) == len(me["curve"]["sigma_dex"])
+    assert all(s >= 0 for s in me["curve"]["sigma_dex"])
+    assert 0.55 <= me["loo_metrics"]["coverage_total_all"] <= 0.85

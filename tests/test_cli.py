@@ -30,3 +30,21 @@ def test_catalogue_summary(catalogue_path):
     res = _run("catalogue", "summary", str(catalogue_path))
     assert res.returncode == 0, res.stderr
     assert "Pleiades" in res.stdout and "7271" in res.stdout
+
+
+def test_age_cluster_prints_the_total_interval_beside_the_statistical_one(catalogue_path):
+    res = _run("age-cluster", str(catalogue_path), "--cluster", "Praesepe")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "16-84 %:" in out and "total interval:" in out
+    assert "error [dex]: statistical" in out and "model" in out and "total" in out
+    # M67 is the oldest calibrator: its interval reaches beyond, and the output says so
+    res = _run("age-cluster", str(catalogue_path), "--cluster", "M67")
+    assert res.returncode == 0 and "flag:" in res.stdout and "age_above_calibration" in res.stdout
+
+
+def test_model_info_shows_the_ensemble_and_its_model_error():
+    res = _run("model", "info")
+    assert res.returncode == 0, res.stderr
+    assert "ensemble" in res.stdout and "members" in res.stdout
+    assert "model error" in res.stdout and "leave-one-out" in res.stdout

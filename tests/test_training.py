@@ -70,18 +70,26 @@ def test_split_never_holds_out_extremes_or_revised(catalogue):
 
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_card(catalogue):
-    """The shipped model's card records its seed and config: training again gives its metrics."""
+    """The shipped ensemble's card records its seeds and config: training again gives its metrics."""
     from chronoflow.artifact import load_model
+    from chronoflow.ensemble import train_ensemble
 
     card = load_model().card
-    cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in card["training"].items()})
-    res = train(catalogue, FlowConfig(**card["architecture"]), cfg,
-                baseline_config=FlowConfig(**card["baseline_architecture"]), progress=False)
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in card["training"].items() if k in fields})
+    ens = card["ensemble"]
+    res = train_ensemble(catalogue, ens["n_members"], FlowConfig(**card["architecture"]), cfg, bootstrap=ens["bootstrap"],
+                         progress=False)  # fmt: skip
     assert res.card["catalogue_sha256"] == card["catalogue_sha256"]
     assert res.card["split"] == card["split"]
     assert res.card["epochs"] == card["epochs"]
-    for name in ("flow", "baseline"):
-        assert res.card["validation"][name]["nll"] == pytest.approx(card["validation"][name]["nll"], abs=1e-6)
+    # Training runs on one thread whatever the machine's setting (TrainConfig.threads), so the
+    # numbers repeat exactly; 1e-6 nats allows for another BLAS build.
+    for got, want in zip(res.card["ensemble"]["members"], ens["members"], strict=True):
+        assert got["epochs"] == want["epochs"]
+        assert got["validation_nll"] == pytest.approx(want["validation_nll"], abs=1e-6)
+        assert got["train_nll_final"] == pytest.approx(want["train_nll_final"], abs=1e-6)
+    assert res.card["validation"]["baseline"]["nll"] == pytest.approx(card["validation"]["baseline"]["nll"], abs=1e-6)
 
 
 def test_age_label_noise_is_seeded_and_convolves_the_age_dependence(toy_catalogue):
