@@ -516,6 +516,7 @@ def validate_loo(
     calibrate: Optional[Path] = typer.Option(None, help="Write the calibrated model-error term into this model file's card."),
     before: Optional[Path] = typer.Option(None, help="An earlier loo.csv to compare with, side by side."),
     subsets: Optional[list[int]] = typer.Option(None, "--subset", help="Also age with the first k members (repeatable), to choose K."),
+    table_file: Optional[Path] = typer.Option(None, "--table", help="Recalibrate from this earlier loo CSV (all member counts) instead of retraining."),
 ) -> None:
     """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
     from .artifact import load_model, save_model
@@ -523,6 +524,8 @@ def validate_loo(
     from .flow import FlowConfig
     from .training import TrainConfig
     from .validation import calibrate_loo, leave_one_out, loo_metrics, loo_report
+
+    import pandas as pd
 
     flow = load_model(model)
     card = flow.card
@@ -533,9 +536,16 @@ def validate_loo(
     budgets = [epochs] * k if epochs else [int(m["epochs"]["final"]) for m in ens["members"][:k]]
     train_cfg = {key: v for key, v in card["training"].items() if key in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**{key: (tuple(v) if isinstance(v, list) else v) for key, v in train_cfg.items()})
-    table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=FlowConfig(**card["architecture"]), config=config,
-                          n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs,
-                          subsets=subsets)  # fmt: skip
+    if table_file is not None:
+        if not table_file.is_file():
+            raise ChronoflowError(f"--table {table_file}: file not found")
+        table = pd.read_csv(table_file)
+        if k not in set(table["n_members"]):
+            raise ChronoflowError(f"--table {table_file} has no rows with {k} members (has {sorted(set(table['n_members']))})")
+    else:
+        table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=FlowConfig(**card["architecture"]), config=config,
+                              n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs,
+                              subsets=subsets)  # fmt: skip
     per_k = {int(n): calibrate_loo(table[table["n_members"] == n])[0] for n in sorted(table["n_members"].unique())}
     table, curve = calibrate_loo(table[table["n_members"] == k])
     metrics = loo_metrics(table)
@@ -543,8 +553,6 @@ def validate_loo(
     from .plotting import plot_loo
 
     plot_loo(table, path=out_file.with_suffix(".png"))
-    import pandas as pd
-
     previous = pd.read_csv(before) if before is not None else None
     recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {ens['n_members']} members per fold "
               f"(bootstrap {ens['bootstrap']!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "

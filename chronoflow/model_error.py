@@ -16,8 +16,11 @@ each node t of a grid in log10 age it maximizes
     sum_i K((t - t_i) / h) ln N(r_i; 0, s_i^2 + e_i^2 + sigma(t)^2)
 
 over sigma(t) >= 0, with a Gaussian kernel K of bandwidth h in log10 age (t_i: the cluster's
-model age, which is what a user knows). Between nodes sigma is interpolated linearly; outside
-them it is constant.
+model age, which is what a user knows). That variance is estimated from a handful of clusters
+(the kernel's effective number n_eff = (sum K)^2 / sum K^2 is 3-15), so the term reported is the
+half-width of the 68 % *predictive* interval of a new residual, sigma(t) t_{n_eff}(0.84) /
+z(0.84) (Student-t against normal quantile: a factor 1.03-1.18 here). Between nodes the term
+is interpolated linearly; outside them it is constant.
 """
 
 from __future__ import annotations
@@ -47,31 +50,36 @@ class ModelErrorCurve:
         Kernel bandwidth used in the calibration [dex].
     n_clusters
         Leave-one-out clusters the curve was calibrated on.
+    sigma_ml_dex, n_eff
+        At each node: the maximum-likelihood sigma before the small-sample widening, and the
+        kernel's effective number of clusters (``sigma_dex = sigma_ml_dex * t_{n_eff}(0.84) / z(0.84)``).
     """
 
     log10_age_myr: tuple[float, ...]
     sigma_dex: tuple[float, ...]
     bandwidth_dex: float = DEFAULT_BANDWIDTH
     n_clusters: int = 0
+    sigma_ml_dex: tuple[float, ...] = ()
+    n_eff: tuple[float, ...] = ()
 
     def __call__(self, log10_age_myr) -> np.ndarray:
         return np.interp(np.asarray(log10_age_myr, dtype=float), self.log10_age_myr, self.sigma_dex)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["log10_age_myr"], d["sigma_dex"] = list(self.log10_age_myr), list(self.sigma_dex)
-        return d
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelErrorCurve:
         return cls(tuple(d["log10_age_myr"]), tuple(d["sigma_dex"]), float(d.get("bandwidth_dex", DEFAULT_BANDWIDTH)),
-                   int(d.get("n_clusters", 0)))  # fmt: skip
+                   int(d.get("n_clusters", 0)), tuple(d.get("sigma_ml_dex", ())), tuple(d.get("n_eff", ())))  # fmt: skip
 
 
-def _local_sigma(t: float, ages, res2, known2, bandwidth: float) -> float:
+def _local_sigma(t: float, ages, res2, known2, bandwidth: float) -> tuple[float, float]:
+    """Maximum-likelihood sigma at ``t`` and the kernel's effective number of clusters."""
     from scipy.optimize import minimize_scalar
 
     k = np.exp(-0.5 * ((t - ages) / bandwidth) ** 2)
+    n_eff = float(k.sum() ** 2 / (k**2).sum())
 
     def nll(log_sigma):
         var = known2 + np.exp(2 * log_sigma)
@@ -79,7 +87,7 @@ def _local_sigma(t: float, ages, res2, known2, bandwidth: float) -> float:
 
     best = minimize_scalar(nll, bounds=(np.log(1e-4), np.log(3.0)), method="bounded", options={"xatol": 1e-6})
     sigma = float(np.exp(best.x))
-    return 0.0 if sigma <= 1.1e-4 else sigma  # the bound itself: no excess scatter here
+    return (0.0 if sigma <= 1.1e-4 else sigma), n_eff  # at the bound itself: no excess scatter here
 
 
 def calibrate_model_error(
@@ -123,8 +131,14 @@ def calibrate_model_error(
     if nodes is None:
         nodes = np.arange(np.floor(ages.min() * 10) / 10, ages.max() + 0.1, 0.1)
     nodes = np.asarray(nodes, dtype=float)
-    sig = [_local_sigma(t, ages, res**2, stat**2 + ens**2, bandwidth_dex) for t in nodes]
-    return ModelErrorCurve(tuple(map(float, nodes)), tuple(sig), float(bandwidth_dex), int(ok.sum()))
+    from scipy import stats
+
+    fits = [_local_sigma(t, ages, res**2, stat**2 + ens**2, bandwidth_dex) for t in nodes]
+    # 68 % predictive half-width of a new residual when the variance comes from n_eff clusters
+    widen = [float(stats.t.ppf(0.84, n_eff) / stats.norm.ppf(0.84)) for _, n_eff in fits]
+    sig = tuple(float(s * w) for (s, _), w in zip(fits, widen, strict=True))
+    return ModelErrorCurve(tuple(map(float, nodes)), sig, float(bandwidth_dex), int(ok.sum()),
+                           tuple(float(s) for s, _ in fits), tuple(float(n) for _, n in fits))  # fmt: skip
 
 
 def error_budget(

@@ -260,6 +260,9 @@ def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, f
     if before is not None:
         prev = before[before["n_members"] == before["n_members"].max()] if "n_members" in before else before
         rows_before = loo_metrics(prev if "total_dex" in prev else calibrate_loo(prev)[0])
+    if rows_before:
+        lines += ["'before': the earlier table given with `--before`, calibrated here the same way (its error bars were "
+                  "the statistical ones alone, whose coverage is the 'statistical' row). 'now': this run.", ""]
     head = "| figure | before | now |" if rows_before else "| figure | value |"
     lines += [head, "|---|---:|---:|" if rows_before else "|---|---:|"]
     for label, key, fmt in _METRIC_ROWS:
