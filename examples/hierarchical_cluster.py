@@ -25,7 +25,7 @@ trusted. This walkthrough:
 4. lists the stars the full model considers least likely to be on the cluster sequence.
 
 The defaults (the Hyades, 124 rotators; 2 chains x (400 tune + 400 draws), one after the other
-on one core) run in about 35 s. For a result to publish, use the package defaults (4 chains x (1000 + 1000)).
+on one core) run in about 47 s (measured alone on 2 cores). For a result to publish, use the package defaults (4 chains x (1000 + 1000)).
 The very first PyMC run on a machine also compiles PyTensor's C code for the model (about 70
 small modules, 1-2 minutes); they are cached (in ``~/.pytensor`` by default), so later runs, of
 any cluster, skip that.

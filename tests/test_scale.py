@@ -45,9 +45,10 @@ def _same_answer(got: pd.DataFrame, want: pd.DataFrame) -> None:
     assert list(got.columns) == list(want.columns)
     assert len(got) == len(want)
     ages = [c for c in want.columns if c.startswith(("log10_age_", "age_myr_"))]
-    # Chunks of other sizes change the blocking of the flow's matrix products (and the thread
-    # count changes their summation order): ages then differ by ~1e-10 relative. NaN == NaN here.
-    np.testing.assert_allclose(got[ages].to_numpy(float), want[ages].to_numpy(float), rtol=1e-7, atol=0)
+    # Chunks of other sizes change the blocking of the flow's float32 matrix products (and the
+    # thread count changes their summation order): ages then differ by up to ~3e-7 relative
+    # (measured); 1e-5 relative is 0.000004 dex. NaN == NaN here.
+    np.testing.assert_allclose(got[ages].to_numpy(float), want[ages].to_numpy(float), rtol=1e-5, atol=0)
     assert got["flag"].fillna("").tolist() == want["flag"].tolist()
     np.testing.assert_array_equal(got["GaiaDR3_ID"].to_numpy(), want["GaiaDR3_ID"].to_numpy())
     assert got["note"].tolist() == want["note"].tolist()
@@ -138,7 +139,7 @@ def test_cli_streaming_and_memory_agree(survey_csv, tmp_path):
         assert res.exit_code == 0, res.output
         assert "aged 203 stars" in res.output
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "streaming.parquet"), pd.read_parquet(tmp_path / "memory.parquet"),
-                                  check_exact=False, rtol=1e-7)  # chunking changes GEMM blocking (~1e-10)
+                                  check_exact=False, rtol=1e-5)  # chunking changes float32 GEMM blocking (~3e-7)
 
 
 # --- Dask -------------------------------------------------------------------------------------
