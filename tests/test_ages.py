@@ -58,12 +58,31 @@ def test_adaptive_matches_dense_for_stars(model, catalogue):
         assert np.nanmax(diff) < 0.005, (col, np.nanmax(diff))
 
 
+def _assert_adaptive_matches_dense(model, catalogue, name):
+    fast = cluster_age(catalogue, name, model=model)
+    dense = cluster_age(catalogue, name, model=model, method="dense")
+    for key in ("p16", "median", "p84"):
+        assert abs(fast.summary[key] - dense.summary[key]) < 0.005, (name, key)
+    if dense.member_medians is not None:
+        np.testing.assert_allclose(fast.member_medians, dense.member_medians, atol=0.005, err_msg=name)
+    np.testing.assert_allclose(fast.stars["p_outlier"], dense.stars["p_outlier"], atol=0.005, err_msg=name)
+
+
 @pytest.mark.parametrize("name", ["Pleiades", "NGC6811", "HPer"])
 def test_adaptive_matches_dense_for_clusters(model, catalogue, name):
-    fast = cluster_age(catalogue, name, model=model).summary
-    dense = cluster_age(catalogue, name, model=model, method="dense").summary
-    for key in ("p16", "median", "p84"):
-        assert abs(fast[key] - dense[key]) < 0.005
+    _assert_adaptive_matches_dense(model, catalogue, name)
+
+
+@pytest.mark.slow
+def test_adaptive_matches_dense_for_every_catalogue_cluster(model, catalogue):
+    for name in sorted(catalogue["cluster"].unique()):
+        _assert_adaptive_matches_dense(model, catalogue, name)
+
+
+@pytest.mark.parametrize("stride", [0, 1.5, -2])
+def test_refine_stride_must_be_a_positive_integer(model, catalogue, stride):
+    with pytest.raises(DomainError, match="refine_stride"):
+        cluster_age(catalogue, "Pleiades", model=model, refine_stride=stride)
 
 
 def test_star_rows_are_kept_and_flagged(model):
