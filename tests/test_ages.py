@@ -58,6 +58,17 @@ def test_adaptive_matches_dense_for_stars(model, catalogue):
         assert np.nanmax(diff) < 0.005, (col, np.nanmax(diff))
 
 
+@pytest.mark.slow
+def test_adaptive_matches_dense_for_every_catalogue_star(model, catalogue):
+    # The default node count is set by this test: every star of the shared catalogue.
+    fast = star_ages(catalogue, model=model)
+    dense = star_ages(catalogue, model=model, method="dense")
+    for col in ("log10_age_p16", "log10_age_median", "log10_age_p84"):
+        assert fast[col].isna().equals(dense[col].isna())
+        diff = np.abs(fast[col] - dense[col]).to_numpy()
+        assert np.nanmax(diff) < 0.005, (col, np.nanmax(diff))
+
+
 def _assert_adaptive_matches_dense(model, catalogue, name):
     fast = cluster_age(catalogue, name, model=model)
     dense = cluster_age(catalogue, name, model=model, method="dense")
