@@ -66,6 +66,11 @@ class TrainConfig:
         afresh for every minibatch (noise regularization of a conditional density, Rothfuss et
         al. 2019): the ~27 distinct cluster ages are known to 0.03-0.1 dex, and the noise keeps
         the flow from learning per-cluster quirks as sharp functions of age. 0 disables it.
+    age_noise_gap
+        Widen the label noise where calibration ages are sparse: every star's noise standard
+        deviation is ``max(age_noise_dex, age_noise_gap * gap)``, with ``gap`` [dex] the distance
+        from its cluster's log10 age to the nearest other training age (so the flow sees labels
+        spread into the gaps instead of interpolating freely across them). 0 disables it.
     bootstrap
         ``"none"``; ``"stars"`` (Poisson(1) weight per star, seeded: a bootstrap of the stars
         within every cluster) or ``"clusters"`` (Poisson(1) weight per cluster, so some clusters
@@ -87,6 +92,7 @@ class TrainConfig:
     threads: int = 1
     # Chosen by leave-one-cluster-out cluster ages (docs/validation/regularization.md).
     age_noise_dex: float = 0.10
+    age_noise_gap: float = 0.0
     bootstrap: str = "none"
 
     def __post_init__(self) -> None:
@@ -94,6 +100,8 @@ class TrainConfig:
             raise ChronoflowError(f"bootstrap={self.bootstrap!r}; allowed: {', '.join(map(repr, BOOTSTRAP_KINDS))}")
         if not self.age_noise_dex >= 0:
             raise ChronoflowError(f"age_noise_dex must be >= 0 dex, got {self.age_noise_dex}")
+        if not self.age_noise_gap >= 0:
+            raise ChronoflowError(f"age_noise_gap must be >= 0, got {self.age_noise_gap}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -152,6 +160,17 @@ def _arrays(df: pd.DataFrame):
     return log_prot, context, weight, groups
 
 
+def _noise_scale(log_age: np.ndarray, cfg: "TrainConfig") -> np.ndarray:
+    """Per-star standard deviation [dex] of the age-label noise (see ``TrainConfig.age_noise_gap``)."""
+    sd = np.full(len(log_age), float(cfg.age_noise_dex))
+    ages = np.unique(log_age)
+    if cfg.age_noise_gap > 0 and len(ages) > 1:
+        gaps = np.diff(ages)
+        nearest = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf])
+        sd = np.maximum(sd, cfg.age_noise_gap * nearest[np.searchsorted(ages, log_age)])
+    return sd
+
+
 def _bootstrap_weights(groups: np.ndarray, kind: str, seed: int) -> np.ndarray:
     """Poisson(1) resampling weights per star or per cluster (``groups``: cluster codes)."""
     if kind == "none":
@@ -191,6 +210,7 @@ def _fit(
     w = torch.tensor((train[2] if cfg.membership_weighted else np.ones_like(train[2]))
                      * _bootstrap_weights(train[3], cfg.bootstrap, cfg.seed))
     w = w / w.mean()
+    noise_sd = torch.as_tensor(_noise_scale(train[1][:, 0], cfg), dtype=ctx.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     best = (np.inf, 0, copy.deepcopy(model.state_dict()))
@@ -204,8 +224,8 @@ def _fit(
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             c = ctx[idx]
-            if cfg.age_noise_dex > 0:
-                noise = torch.randn(len(idx), generator=generator, dtype=c.dtype) * cfg.age_noise_dex
+            if cfg.age_noise_dex > 0 or cfg.age_noise_gap > 0:
+                noise = torch.randn(len(idx), generator=generator, dtype=c.dtype) * noise_sd[idx]
                 c = torch.cat([c[:, :1] + noise[:, None], c[:, 1:]], dim=1)
             loss = -(w[idx] * model.log_prob(y[idx], c, check_domain=False)).mean()
             opt.zero_grad()

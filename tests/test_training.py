@@ -113,6 +113,19 @@ def test_age_label_noise_is_seeded_and_convolves_the_age_dependence(toy_catalogu
     assert half_width(0.4) == pytest.approx(np.hypot(0.08, 0.5 * 0.4), abs=0.04)
 
 
+def test_gap_noise_widens_the_label_noise_where_ages_are_sparse():
+    from chronoflow.training import _noise_scale
+
+    log_age = np.repeat([0.3, 1.0, 1.2, 2.0], 3)
+    np.testing.assert_allclose(_noise_scale(log_age, TrainConfig(age_noise_dex=0.1)), 0.1)
+    # nearest-neighbour gaps 0.7, 0.2, 0.2, 0.8 dex; half of them, never below age_noise_dex
+    sd = _noise_scale(log_age, TrainConfig(age_noise_dex=0.1, age_noise_gap=0.5))
+    np.testing.assert_allclose(sd, np.repeat([0.35, 0.1, 0.1, 0.4], 3))
+    assert (_noise_scale(np.full(4, 2.0), TrainConfig(age_noise_gap=1.0)) == 0.1).all()  # one age: no gap
+    with pytest.raises(ChronoflowError, match="age_noise_gap"):
+        TrainConfig(age_noise_gap=-1)
+
+
 def test_bootstrap_weights_resample_stars_or_clusters():
     from chronoflow.training import _bootstrap_weights
 
