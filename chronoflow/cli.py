@@ -414,12 +414,15 @@ def sweep_command(
     by: str = typer.Option("cluster", help="Select on 'cluster' or 'subgroup'."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save the budget bar chart here."),
-    refits: bool = typer.Option(True, help="Include the calibration-age and model components (refits, cached)."),
-    calibration_scale: float = typer.Option(0.05, help="Per-cluster fiducial-age perturbation [dex]."),
-    seed: int = typer.Option(0, help="Seed of the perturbations and refits."),
+    reddening_sigma: float = typer.Option(0.03, help="Standard deviation of the cluster's E(BP-RP), mag (0: skip)."),
+    age_scale: float = typer.Option(0.1, help="Correlated error of the calibration age scale, dex (0: skip)."),
+    refits: bool = typer.Option(True, help="Include the per-cluster calibration-age refits (from scratch, cached)."),
+    calibration_scale: float = typer.Option(0.05, help="Per-cluster calibration-age error, dex."),
+    n_calibration: int = typer.Option(4, help="Perturbed calibration refits (plus an unperturbed and a null one)."),
+    seed: int = typer.Option(0, help="Seed of the perturbations."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
-    """Systematics sweep: extinction, membership and calibration-age variants; error budget."""
+    """Systematics sweep: extinction, membership, age scale, calibration ages, model; error budget."""
     import json
 
     from .artifact import load_model
@@ -428,8 +431,9 @@ def sweep_command(
 
     df = _read_user_table(file)
     calibration = load_catalogue() if refits else None
-    res = systematics_sweep(df, cluster, by=by, model=load_model(model), calibration_catalogue=calibration,
-                            calibration_scale_dex=calibration_scale, seed=seed, progress=not as_json)
+    res = systematics_sweep(df, cluster, by=by, model=load_model(model), reddening_sigma=reddening_sigma, age_scale_dex=age_scale,
+                            calibration_catalogue=calibration, calibration_scale_dex=calibration_scale,
+                            n_calibration=n_calibration, seed=seed, progress=not as_json)  # fmt: skip
     if plot is not None:
         from .plotting import plot_budget
 
@@ -437,71 +441,46 @@ def sweep_command(
     if as_json:
         print(json.dumps(res.to_dict()))
         return
-    table = Table(title=f"{res.nominal.cluster}: error budget of log10 age (median {res.nominal.summary['median']:.3f})")
-    for col in ("component", "variants", "mean shift [dex]", "spread [dex]", "uncertainty [dex]"):
-        table.add_column(col, justify="left" if col == "component" else "right")
-    for r in res.budget.itertuples():
-        table.add_row(r.component, str(r.n_variants), "" if r.mean_shift_dex != r.mean_shift_dex else f"{r.mean_shift_dex:+.3f}",
-                      "" if r.spread_dex != r.spread_dex else f"{r.spread_dex:.3f}", f"{r.systematic_dex:.3f}")
-    out.print(table)
+    out.print(res.to_markdown(), markup=False, highlight=False, soft_wrap=True)
 
 
 @validate_app.command("budgets")
 def validate_budgets(
-    out_file: Path = typer.Option(Path("budgets.md"), "--out", help="Markdown table to write (a .csv beside it too)."),
+    out_file: Path = typer.Option(Path("budgets.md"), "--out", help="Markdown table to write (a .csv and a .png beside it)."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
-    seed: int = typer.Option(0, help="Seed of the perturbations and refits."),
+    cluster: Optional[list[str]] = typer.Option(None, "--cluster", help="Only these clusters (repeatable)."),
+    loo: Optional[Path] = typer.Option(None, "--loo", help="A calibrated loo.csv: compare every total with the cluster's leave-one-out residual."),
+    n_calibration: int = typer.Option(2, help="Perturbed calibration refits per cluster (plus an unperturbed and a null one)."),
+    jobs: int = typer.Option(2, help="Clusters swept in parallel."),
+    seed: int = typer.Option(0, help="Seed of the perturbations."),
 ) -> None:
-    """Error budget (default sweep) of every catalogue cluster, beside the paper's figures."""
+    """Error budget of every catalogue cluster (each without itself in its calibration refits)."""
     import time
 
-    import numpy as np
     import pandas as pd
 
-    from .artifact import load_model
+    from .budgets import budget_table, budgets_report
     from .catalogue import load_catalogue
-    from .systematics import systematics_sweep
+    from .systematics import DEFAULT_AGE_SCALE_DEX, DEFAULT_CALIBRATION_SCALE_DEX, DEFAULT_REDDENING_SIGMA
 
+    if loo is not None and not loo.is_file():
+        raise ChronoflowError(f"--loo {loo}: file not found")
     t0 = time.perf_counter()
-    df = load_catalogue(catalogue)
-    flow = load_model()
-    rows = []
-    for name in sorted(df["cluster"].unique(), key=lambda c: df.loc[df["cluster"] == c, "fiducial_age_Myr"].median()):
-        res = systematics_sweep(df, name, model=flow, calibration_catalogue=df, seed=seed, progress=False)
-        b = res.budget.set_index("component")["systematic_dex"]
-        parts = b.drop(["statistical", "total"])
-        rows.append({"cluster": name, "n_used": res.nominal.n_used, "age_myr": 10 ** res.nominal.summary["median"],
-                     "statistical_dex": b["statistical"], **{f"{k}_dex": v for k, v in parts.items()},
-                     "systematic_dex": float(np.sqrt((parts**2).sum())), "total_dex": b["total"]})  # fmt: skip
-    table = pd.DataFrame(rows)
+    table = budget_table(load_catalogue(catalogue), cluster, jobs=jobs, n_calibration=n_calibration, seed=seed)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
     from .plotting import plot_budgets
 
     plot_budgets(table, path=out_file.with_suffix(".png"))
-    cols = ["statistical_dex", "extinction_dex", "membership_dex", "calibration_dex", "model_dex", "systematic_dex", "total_dex"]
-    lines = [
-        "# Error budgets of the catalogue clusters",
-        "",
-        "Written by `chronoflow validate budgets` (default sweep of `chronoflow sweep`: E(BP-RP) offsets of -0.04, -0.02, "
-        "+0.02, +0.04 mag; membership cuts at 0.5, 0.7, 0.9 and the HDBSCAN column; 4 refits with per-cluster "
-        "fiducial ages perturbed by 0.05 dex and 2 seed refits, 10-epoch warm-started fine-tunes). Each component is "
-        "the rms shift of the median log age over its variants; statistical = (p84 - p16) / 2; systematic = quadrature "
-        "sum of the components; total = quadrature sum of statistical and systematic. All in dex.",
-        "",
-        f"![Error budget of every cluster]({out_file.with_suffix('.png').name})",
-        "",
-        "| cluster | N used | age [Myr] | statistical | extinction | membership | calibration | model | systematic | total |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in table.itertuples():
-        lines.append(f"| {r.cluster} | {r.n_used} | {r.age_myr:.0f} | " + " | ".join(f"{getattr(r, c):.3f}" for c in cols) + " |")
-    med = table[cols].median()
-    lines.append("| **median** | | | " + " | ".join(f"**{med[c]:.3f}**" for c in cols) + " |")
-    lines += ["", "The ChronoFlow paper quotes, for cluster ages, 0.06 dex statistical, 0.06 dex systematic "
-              "(extinction, membership, calibration ages) and 0.08 dex total.", "",
-              f"Run time {time.perf_counter() - t0:.0f} s, seed {seed}."]
-    out_file.write_text("\n".join(lines) + "\n")
-    out.print("\n".join(lines[-6:]), markup=False)
+    settings = (f"Sweep of every cluster with the shipped model: E(BP-RP) error {DEFAULT_REDDENING_SIGMA:g} mag (5-node Gauss-Hermite); "
+                f"membership cuts at 0.5, 0.7, 0.9 and the HDBSCAN column; age scale +-{DEFAULT_AGE_SCALE_DEX:g} dex; "
+                f"{n_calibration} refits from scratch with per-cluster ages perturbed by {DEFAULT_CALIBRATION_SCALE_DEX:g} dex, each "
+                "cluster removed from its own calibration set; seed "
+                f"{seed}. Run time {time.perf_counter() - t0:.0f} s with {jobs} processes. See `chronoflow.systematics` for how each "
+                "component and the total are formed.")  # fmt: skip
+    text = budgets_report(table, loo=pd.read_csv(loo) if loo is not None else None, settings=settings,
+                          figure=out_file.with_suffix(".png").name)  # fmt: skip
+    out_file.write_text(text)
+    out.print(text.splitlines()[-1], markup=False)
 
 
 @validate_app.command("loo")

@@ -59,6 +59,11 @@ class FlowEnsemble(RotationModel):
     def n_members(self) -> int:
         return len(self.members)
 
+    def _shift_age(self, dex: float) -> None:
+        for member in self.members:
+            member._shift_age(dex)
+        super()._shift_age(dex)
+
     def log_prob(self, log_prot, context, *, check_domain: bool = True):
         """ln of the mixture density, ``logsumexp_k ln p_k - ln K`` (see
         :meth:`RotationModel.log_prob` for shapes and units)."""

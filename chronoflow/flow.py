@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -424,6 +424,31 @@ class RotationModel(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def shifted_in_age(self, dex: float) -> RotationModel:
+        """A copy of this model trained as if every calibration age were ``dex`` [dex] older.
+
+        Training sees log10 age only through its standardization (mean and std over the
+        training stars), so retraining on ages all multiplied by ``10**dex`` gives the same
+        weights with the age mean and the age domain moved by ``dex``: this copy is that refit,
+        computed exactly instead of trained (the test retrains to check it). The copy's ages of
+        a cluster are then ``dex`` older wherever the age grid and prior do not cut the
+        posterior. Used for the correlated age-scale systematic.
+        """
+        import copy
+
+        out = copy.deepcopy(self)
+        out._shift_age(float(dex))
+        return out
+
+    def _shift_age(self, dex: float) -> None:
+        mean = list(self.scaling.context_mean)
+        mean[0] += dex
+        self.scaling = replace(self.scaling, context_mean=tuple(mean))
+        with torch.no_grad():
+            self._ctx_mean[0] += dex
+        lo, hi = self.domain.log10_age_myr
+        self.domain = replace(self.domain, log10_age_myr=(lo + dex, hi + dex))
 
     def log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 65_536) -> np.ndarray:
         """ln p(log10 Prot | age, colour, error) for every star at every age: ``array[stars, ages]``.

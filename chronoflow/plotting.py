@@ -230,16 +230,22 @@ def plot_budget(result, *, path: str | os.PathLike | None = None):
         Save the figure there when given.
     """
     plt = _pyplot(path)
-    budget = result.budget
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(budget) + 1.2))
-    colours = ["tab:blue" if c not in ("statistical", "total") else ("tab:gray" if c == "statistical" else "k") for c in budget["component"]]
-    ax.barh(budget["component"], budget["systematic_dex"], color=colours)
-    for y, v in enumerate(budget["systematic_dex"]):
-        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    budget = result.budget[np.isfinite(result.budget["systematic_dex"].to_numpy(float))]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(budget) + 1.4))
+    colours = [{"statistical": "tab:gray", "total": "k", "total_relative": "0.45"}.get(c, "tab:blue") for c in budget["component"]]
+    err = np.nan_to_num(budget["uncertainty_dex"].to_numpy(float))
+    bars = ax.barh(budget["component"], budget["systematic_dex"], xerr=err, color=colours, capsize=3,
+                   error_kw={"elinewidth": 1, "ecolor": "0.3"})  # fmt: skip
+    for bar, used in zip(bars, budget["in_total"], strict=True):
+        if not used:
+            bar.set_alpha(0.35)
+            bar.set_hatch("//")
+    for y, (v, e) in enumerate(zip(budget["systematic_dex"], err, strict=True)):
+        ax.text(v + e, y, f" {v:.3f}" + (f" ± {e:.3f}" if e > 0 else ""), va="center", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("uncertainty of log10 age [dex]")
+    ax.set_xlabel("uncertainty of log10 age [dex] (hatched: not in the total)")
     ax.set_title(f"{result.nominal.cluster}: error budget (median {10 ** result.nominal.summary['median']:.0f} Myr)")
-    ax.set_xlim(0, budget["systematic_dex"].max() * 1.25)
+    ax.set_xlim(0, float((budget["systematic_dex"] + err).max()) * 1.35)
     return _finish(fig, path)
 
 
@@ -298,8 +304,9 @@ def plot_budgets(table, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     table
-        The table of ``chronoflow validate budgets`` (``cluster``, ``age_myr`` [Myr] and
-        ``*_dex`` columns for ``statistical``, the components, ``systematic`` and ``total``).
+        The table of :func:`chronoflow.budgets.budget_table` (``cluster``, ``age_myr`` [Myr] and
+        ``*_dex`` columns for ``statistical``, the components and ``total``; ``*_unc_dex``
+        columns are not drawn).
     path
         Save the figure there when given.
 
@@ -309,7 +316,7 @@ def plot_budgets(table, *, path: str | os.PathLike | None = None):
     """
     plt = _pyplot(path)
     skip = {"statistical_dex", "systematic_dex", "total_dex"}
-    parts = [c for c in table.columns if c.endswith("_dex") and c not in skip]
+    parts = [c for c in table.columns if c.endswith("_dex") and not c.endswith("_unc_dex") and c not in skip]
     order = table.sort_values("age_myr")
     y = np.arange(len(order))
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(order) + 1.6))

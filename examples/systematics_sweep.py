@@ -3,29 +3,30 @@
     python examples/systematics_sweep.py [CLUSTER] [--catalogue PATH] [--out-dir DIR]
 
 A cluster age from the fast posterior (``examples/age_a_cluster.py``) has a *statistical* error
-only: how well the periods pin down the age if every assumption is right. A systematics sweep
+(how well the periods pin down the age if every assumption is right) and the model's own error
+(ensemble spread and the leave-one-out calibrated term). A systematics sweep
 (:func:`chronoflow.systematics.systematics_sweep`) ages the cluster again under changed
-assumptions and turns the shifts of the median age into a budget, component by component:
+assumptions and turns the shifts of the median age into a budget, component by component, each
+with its own uncertainty:
 
-* ``extinction``: E(BP-RP) offsets of +-0.02 and +-0.04 mag, plus alternative colour columns
-  that we compute here with :mod:`chronoflow.extinction` (a 20 % larger A0, as another dust map
-  might give, and a colour-independent extinction coefficient);
-* ``membership``: hard cuts at membership 0.5 / 0.7 / 0.9 instead of weighting, and the HDBSCAN
-  membership column instead of the adopted one;
-* ``calibration``: the flow refitted (a short warm-started fine-tune) on the catalogue with every
-  training cluster's literature age perturbed by ~0.05 dex: the ages the model was calibrated on
-  are uncertain too;
-* ``model``: refits with unperturbed ages and other seeds (the training noise of the flow).
+* ``extinction``: a cluster-wide E(BP-RP) error of 0.03 mag, integrated by 5-node Gauss-Hermite
+  quadrature; ``dust_maps``: alternative colour columns that we compute here with
+  :mod:`chronoflow.extinction` (a 20 % larger A0, as another dust map might give, and a
+  colour-independent extinction coefficient);
+* ``membership``: hard cuts at membership 0.5 / 0.7 / 0.9 instead of weighting (their own
+  statistical noise removed) and the HDBSCAN membership column;
+* ``age_scale``: every calibration age 0.1 dex older or younger together (exact);
+* ``calibration``: the first member's recipe refitted from scratch with every other training
+  cluster's age perturbed by 0.05 dex, paired with the same refit on the fiducial ages;
+* ``model`` and ``out_of_sample``: the ensemble spread and the leave-one-out term.
 
-Each component's systematic error is the rms of its shifts; the total is the quadrature sum of
-all components and the statistical half-width. The sweep prints both tables and writes
-``<cluster>_budget.png`` (the budget, :func:`chronoflow.plotting.plot_budget`) and
-``<cluster>_variants.png`` (every variant's age). Refits are cached in ``<out-dir>/refits``, keyed
-by their inputs: a second run, or a second cluster with the same settings, trains nothing.
+The sweep prints both tables and writes ``<cluster>_budget.png`` (the budget,
+:func:`chronoflow.plotting.plot_budget`) and ``<cluster>_variants.png`` (every variant's age).
+Refits are cached in ``<out-dir>/refits``, keyed by every input: a second run trains nothing.
 
 The default cluster, NGC 6866 (735 Myr, ~1.4 kpc, 124 rotators), is small and reddened, so the
-extinction component matters. The sweep trains 5 short refits (5 epochs, about 2 s each on one
-core); the whole example takes about 20 s.
+extinction component matters. The sweep trains 3 refits from scratch (the fiducial ages, a null
+refit for the training-noise floor, one perturbed), about 25 s each on one core.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def plot_variants(result, path: Path) -> None:
     v = result.variants
     nominal = result.nominal.summary
     fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(v) + 1.8))
-    palette = {"extinction": "tab:red", "membership": "tab:green", "calibration": "tab:purple", "model": "tab:brown"}
+    palette = {"extinction": "tab:red", "dust_maps": "tab:orange", "membership": "tab:green", "age_scale": "tab:blue",
+               "calibration": "tab:purple"}
     y = np.arange(len(v))
     for component, colour in palette.items():
         s = v["component"] == component
@@ -126,23 +128,21 @@ def main() -> None:
         catalogue[rows], a0)[["BPRP_0_more_dust", "BPRP_0_constant_k"]]
 
     # The sweep. Every component is a list of variants; each variant is a fast cluster_age call.
-    #  - calibration_catalogue: the table the flow is refitted on for the calibration and model
-    #    components (None skips both: then only extinction + membership are swept, in seconds).
-    #  - n_calibration / n_seeds / fine_tune_epochs set their cost: 3 + 2 refits of 5 epochs here,
-    #    about 2 s each on one core (the package defaults are 4 + 2 refits of 10 epochs; for this
-    #    cluster 10 epochs moved the calibration term only from 0.036 to 0.038 dex). More variants
-    #    give a steadier rms.
-    #  - cache: where refits are stored, one file per refit named by a hash of its inputs (model
-    #    weights, catalogue checksum, age offsets, epochs, seed). The default is the user cache;
-    #    here it is inside --out-dir so the example is self-contained. Point several sweeps at
-    #    one directory to share the refits.
+    #  - calibration_catalogue: the table the first member's recipe is refitted on, from scratch
+    #    (None skips the calibration refits: then the sweep takes seconds). The cluster itself is
+    #    removed from it first, so its calibration term is not measured in-sample.
+    #  - n_calibration sets their cost: 1 perturbed refit here (+ the unperturbed and the null
+    #    refit); the package default is 4. More refits give a steadier rms (see the
+    #    uncertainty column).
+    #  - cache: where refits are stored, one file per refit named by a hash of all its inputs (the
+    #    model's weights, the catalogue's checksum, the age offsets, the recipe). The default is
+    #    the user cache; here it is inside --out-dir so the example is self-contained.
     start, refits_before = time.perf_counter(), refit_count()
     result = systematics_sweep(
         table, args.cluster, model=model,
         colour_columns={f"A0 x 1.2 ({1.2 * a0:.2f} mag)": "BPRP_0_more_dust",
                         "constant k_BP - k_RP": "BPRP_0_constant_k"},
-        calibration_catalogue=catalogue, calibration_scale_dex=0.05,
-        n_calibration=3, n_seeds=2, fine_tune_epochs=5,
+        calibration_catalogue=catalogue, calibration_scale_dex=0.05, n_calibration=1,
         seed=SEED, cache=out_dir / "refits", progress=False,
     )  # fmt: skip
     print(f"sweep of {result.nominal.cluster}: {len(result.variants)} variants, "
@@ -152,20 +152,20 @@ def main() -> None:
     age = nominal.age_myr
     print(f"nominal age: {age['median']:.0f} Myr (16-84 %: {age['p16']:.0f} - {age['p84']:.0f}), "
           f"log10 age/Myr = {nominal.summary['median']:.3f}, {nominal.n_used} stars used\n")
-    with pd.option_context("display.width", 140):
-        print("every variant (shift_dex = its median minus the nominal median):")
-        print(result.variants.drop(columns="note").round(3).to_string(index=False))
-        print("\nerror budget [dex of log10 age]:")
-        print(result.budget.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    total = result.budget.set_index("component")["systematic_dex"]["total"]
-    print(f"\n=> log10 age/Myr = {nominal.summary['median']:.3f} +- {total:.3f} (total), "
-          f"i.e. {age['median']:.0f} Myr within a factor {10**total:.2f}")
+    with pd.option_context("display.width", 160):
+        print("every variant (shift_dex = its median minus the nominal median; calibration refits: minus the unperturbed refit):")
+        print(result.variants.drop(columns="note").round(4).to_string(index=False))
+    print()
+    print(result.to_markdown())
+    total = result.component("total")
+    print(f"\n=> log10 age/Myr = {nominal.summary['median']:.3f} +- {total['systematic_dex']:.3f} (total, itself uncertain by "
+          f"{total['uncertainty_dex']:.3f}), i.e. {age['median']:.0f} Myr within a factor {10 ** total['systematic_dex']:.2f}")
 
     # The refits are cached: sweeping again (same settings, same cache) trains nothing.
     before = refit_count()
-    systematics_sweep(table, args.cluster, model=model, calibration_catalogue=catalogue, n_calibration=3, n_seeds=2,
-                      fine_tune_epochs=5, seed=SEED, cache=out_dir / "refits", progress=False,
-                      reddening_offsets=(), membership_thresholds=(), alt_membership=None)  # fmt: skip
+    systematics_sweep(table, args.cluster, model=model, calibration_catalogue=catalogue, n_calibration=1, seed=SEED,
+                      cache=out_dir / "refits", progress=False, reddening_sigma=0.0, membership_thresholds=(),
+                      alt_membership=None, age_scale_dex=0.0)  # fmt: skip
     print(f"second sweep with the same cache: {refit_count() - before} refits trained "
           f"({len(list((out_dir / 'refits').glob('*.pt')))} cached in {out_dir / 'refits'})")
 
