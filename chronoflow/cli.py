@@ -419,7 +419,11 @@ def sweep_command(
     refits: bool = typer.Option(True, help="Include the per-cluster calibration-age refits (from scratch, cached)."),
     calibration_scale: float = typer.Option(0.05, help="Per-cluster calibration-age error, dex."),
     n_calibration: int = typer.Option(4, help="Perturbed calibration refits (plus an unperturbed and a null one)."),
-    seed: int = typer.Option(0, help="Seed of the perturbations."),
+    method: str = typer.Option("fast", help="'fast' (grid ages) or 'full' (extinction and membership from four hierarchical runs)."),
+    draws: int = typer.Option(1000, help="NUTS draws per chain (--method full)."),
+    tune: int = typer.Option(1000, help="NUTS tuning steps per chain (--method full)."),
+    chains: int = typer.Option(4, help="NUTS chains (--method full)."),
+    seed: int = typer.Option(0, help="Seed of the perturbations and the sampler."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Systematics sweep: extinction, membership, age scale, calibration ages, model; error budget."""
@@ -433,7 +437,8 @@ def sweep_command(
     calibration = load_catalogue() if refits else None
     res = systematics_sweep(df, cluster, by=by, model=load_model(model), reddening_sigma=reddening_sigma, age_scale_dex=age_scale,
                             calibration_catalogue=calibration, calibration_scale_dex=calibration_scale,
-                            n_calibration=n_calibration, seed=seed, progress=not as_json)  # fmt: skip
+                            n_calibration=n_calibration, seed=seed, progress=not as_json, method=method,
+                            full_kwargs={"draws": draws, "tune": tune, "chains": chains, "seed": seed})  # fmt: skip
     if plot is not None:
         from .plotting import plot_budget
 

@@ -104,8 +104,9 @@ class FullClusterAge:
             "method": "full",
             "model": self.model,
             "age_spread_dex": self._q("age_spread_dex"),
-            "reddening_offset": self._q("reddening_offset"),
+            "reddening_offset": self._q("reddening_offset") if "reddening_offset" in self.idata.posterior else None,
             "rhat_max": self.rhat_max,
+            "divergences": self.n_divergent,
             "error_dex": {k: float(v) for k, v in self.error_dex.items() if k in ("statistical", "model", "total")},
             "flag": self.fast.flag,
         }
@@ -141,6 +142,7 @@ def build_cluster_model(
     background=DEFAULT_BACKGROUND,
     n_quad: int = 5,
     likelihood: str = "table",
+    f_out_fixed: float | None = None,
 ):
     """Build the PyMC model for the used stars of one cluster (see the module docstring).
 
@@ -160,6 +162,9 @@ def build_cluster_model(
         Width of the normal prior on the E(BP-RP) offset [mag]; 0 fixes it at 0.
     f_out_prior
         Beta prior (a, b) of the outlier fraction.
+    f_out_fixed
+        Fix the outlier fraction at this value instead (membership then enters only through the
+        given probabilities: what the error budget calls membership *fixed*).
     background
         (lo, hi) of the uniform background in log10 Prot, or a callable log density.
     n_quad
@@ -180,6 +185,8 @@ def build_cluster_model(
         raise DomainError(f"unknown likelihood {likelihood!r}; allowed: 'table', 'exact'")
     if spread_prior_dex < 0 or reddening_prior_mag < 0:
         raise DomainError("spread_prior_dex and reddening_prior_mag must be >= 0")
+    if f_out_fixed is not None and not 0 <= f_out_fixed < 1:
+        raise DomainError(f"f_out_fixed must be in [0, 1), got {f_out_fixed}")
     log_prot = np.log10(stars["Prot"].to_numpy(float))
     colour = stars["BPRP_0"].to_numpy(float)
     log_err = np.log10(stars["e_BPRP_0"].to_numpy(float))
@@ -194,7 +201,7 @@ def build_cluster_model(
         mu = pm.Uniform("log10_age", lower=lo_mu, upper=hi_mu, initval=center)
         spread = pm.HalfNormal("age_spread_dex", sigma=spread_prior_dex) if spread_prior_dex > 0 else pt.constant(0.0)
         delta = pm.Normal("reddening_offset", 0.0, reddening_prior_mag) if reddening_prior_mag > 0 else pt.constant(0.0)
-        f_out = pm.Beta("f_out", *f_out_prior)
+        f_out = pm.Beta("f_out", *f_out_prior) if f_out_fixed is None else pt.constant(float(f_out_fixed))
         ages = mu + math.sqrt(2.0) * spread * pt.constant(x)[None, :] + pt.zeros((len(stars), 1))
         if likelihood == "table":
             reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
@@ -260,6 +267,7 @@ def full_cluster_age(
     likelihood: str = "table",
     n_quad: int = 5,
     target_accept: float = 0.9,
+    f_out_fixed: float | None = None,
     **fast_kwargs,
 ) -> FullClusterAge:
     """Full hierarchical cluster age (``cluster_age(..., method="full")``).
@@ -273,7 +281,7 @@ def full_cluster_age(
         As in :func:`~chronoflow.ages.cluster_age`.
     draws, tune, chains, cores, seed, sampler, progressbar, target_accept
         NUTS settings; ``seed`` makes the run reproducible.
-    spread_prior_dex, reddening_prior_mag, likelihood, n_quad
+    spread_prior_dex, reddening_prior_mag, likelihood, n_quad, f_out_fixed
         See :func:`build_cluster_model`.
     **fast_kwargs
         ``membership``, ``background``, ``cuts``, ``ruwe_max``, ``include_out_of_domain``
@@ -293,7 +301,7 @@ def full_cluster_age(
     pm_model = build_cluster_model(
         used, flow, center=fast.summary["median"], membership=membership, spread_prior_dex=spread_prior_dex,
         reddening_prior_mag=reddening_prior_mag, background=fast_kwargs.get("background", DEFAULT_BACKGROUND),
-        n_quad=n_quad, likelihood=likelihood,
+        n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed,
     )  # fmt: skip
     idata = sample_cluster_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                                  sampler=sampler, progressbar=progressbar, target_accept=target_accept)  # fmt: skip
@@ -312,5 +320,5 @@ def full_cluster_age(
         warnings.warn(f"R-hat up to {summary['r_hat'].max():.3f} (> 1.01): run more draws or chains", stacklevel=2)
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "likelihood": likelihood, "n_quad": n_quad,
                 "target_accept": target_accept,
-                "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag}  # fmt: skip
+                "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag, "f_out_fixed": f_out_fixed}  # fmt: skip
     return FullClusterAge(fast.cluster, idata, summary, stars, fast, fast.model, settings)

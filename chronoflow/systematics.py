@@ -174,6 +174,9 @@ class SweepResult:
         out["total_dex"] = float(total["systematic_dex"])
         out["total_uncertainty_dex"] = _num(total["uncertainty_dex"])
         out["total_relative_dex"] = float(self.component("total_relative")["systematic_dex"])
+        if self.settings.get("method") == "full":
+            out["rhat_max"] = float(self.settings["rhat_max"])
+            out["divergences"] = int(self.settings["divergences"])
         out["settings"] = self.settings
         return out
 
@@ -262,6 +265,8 @@ def systematics_sweep(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: bool = True,
+    method: str = "fast",
+    full_kwargs: dict[str, Any] | None = None,
     **age_kwargs,
 ) -> SweepResult:
     """Error budget of a cluster age: statistical, each systematic component and the total.
@@ -304,6 +309,15 @@ def systematics_sweep(
         Directory of cached refits (default: ``<user cache>/refits``).
     progress
         Show a progress bar.
+    method
+        ``"fast"`` (default: every variant a fast grid age) or ``"full"``: extinction and
+        membership from the hierarchical model instead (:func:`_full_components`: four PyMC
+        runs with the reddening offset and the outlier fraction each freed or fixed; a few
+        minutes per cluster); the age scale, calibration refits and model terms as in the fast
+        budget.
+    full_kwargs
+        Sampler settings for ``method="full"`` (``draws``, ``tune``, ``chains``, ``cores``,
+        ``seed``, ...; see :func:`~chronoflow.hierarchical.full_cluster_age`).
     **age_kwargs
         Passed to every :func:`~chronoflow.ages.cluster_age` call (``f_out``, ``prior``, ...).
 
@@ -321,6 +335,8 @@ def systematics_sweep(
         raise DomainError(f"n_quad must be odd and >= 5, got {n_quad}")
     if int(n_calibration) != n_calibration or n_calibration < 0:
         raise DomainError(f"n_calibration must be an integer >= 0, got {n_calibration}")
+    if method not in ("fast", "full"):
+        raise DomainError(f"unknown method {method!r}; allowed: 'fast', 'full'")
     model = resolve_model(model)
     nominal = cluster_age(df, cluster, by=by, model=model, **age_kwargs)
     name = nominal.cluster
@@ -329,7 +345,13 @@ def systematics_sweep(
     member_col = age_kwargs.pop("membership", "mem_prob_source")
     settings: dict[str, Any] = {"cluster": name, "by": by, "reddening_sigma_mag": reddening_sigma, "n_quad": n_quad,
                                 "age_scale_dex": age_scale_dex, "calibration_scale_dex": calibration_scale_dex,
-                                "n_calibration": int(n_calibration) if calibration_catalogue is not None else 0, "seed": seed}  # fmt: skip
+                                "n_calibration": int(n_calibration) if calibration_catalogue is not None else 0, "seed": seed,
+                                "method": method}  # fmt: skip
+    full_rows: list[dict[str, Any]] = []
+    if method == "full":
+        full_rows, full_settings = _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwargs or {})
+        settings.update(full_settings)
+        reddening_sigma, membership_thresholds, alt_membership = 0.0, (), None  # measured by the full runs instead
 
     def age(table: pd.DataFrame, flow: RotationModel = model, membership: str | None = member_col) -> ClusterAge:
         return cluster_age(table, name, by=by, model=flow, membership=membership, **age_kwargs)
@@ -400,7 +422,7 @@ def systematics_sweep(
     if calib_rows.any():  # paired: against the refit on the fiducial ages, not against the shipped model
         base = variants.loc[variants["component"] == "calibration_base", "log10_age_median"]
         variants.loc[calib_rows, "shift_dex"] = variants.loc[calib_rows, "log10_age_median"] - (base.iloc[0] if len(base) else np.nan)
-    budget = _budget(variants, nominal, model)
+    budget = _budget(variants, nominal, model, full_rows)
     variants = variants.drop(columns="_stat").reset_index(drop=True)
     return SweepResult(budget, variants, nominal, settings)
 
@@ -440,8 +462,8 @@ def _quadrature_component(group: pd.DataFrame, rule3: pd.DataFrame, nominal_medi
             "note": note or f"Gauss-Hermite, {len(group)} nodes; uncertainty: against the 3-node rule"}  # fmt: skip
 
 
-def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
+def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel, full_rows=()) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = [r for r in full_rows if r["component"] != "statistical"]
     by = {c: g for c, g in variants.groupby("component", sort=False)}
     if "extinction" in by:
         rows.append(_quadrature_component(by["extinction"], by.get("extinction_3", by["extinction"].iloc[:0]), nominal.summary["median"]))
@@ -478,7 +500,8 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel) -
                      "note": "leave-one-out calibrated model error (and extrapolation) at this age; uncertainty "
                              f"sigma / sqrt(2 n_eff), n_eff {n_eff:.1f} clusters in the kernel"})  # fmt: skip
 
-    stat = nominal.error_dex["statistical"]
+    full_stat = [r for r in full_rows if r["component"] == "statistical"]
+    stat = full_stat[0]["systematic_dex"] if full_stat else nominal.error_dex["statistical"]
     per_cluster = ("extinction", "dust_maps", "membership", "calibration")
     sys = {r["component"]: r for r in rows}
     failed = [c for c, r in sys.items() if not np.isfinite(r["systematic_dex"]) and not (c == "model" and k == 1)]
@@ -507,7 +530,8 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel) -
         note += ", ".join(c for c in per_cluster if c in sys) + " (it holds their typical size)"
     if failed:
         note += ("; " if note else "") + "left out (failed): " + ", ".join(failed)
-    rows.append({"component": "statistical", "n_variants": 0, "shift_dex": 0.0, "systematic_dex": stat, "uncertainty_dex": np.nan,
+    rows.append(full_stat[0] | {"in_total": True} if full_stat else
+                {"component": "statistical", "n_variants": 0, "shift_dex": 0.0, "systematic_dex": stat, "uncertainty_dex": np.nan,
                  "in_total": True, "note": "(p84 - p16) / 2 of the posterior"})  # fmt: skip
     relative = math.sqrt(max(total**2 - sum(r["systematic_dex"] ** 2 for r in rows if r["component"] == "age_scale" and r["in_total"]), 0.0))
     rows.append({"component": "total", "n_variants": int(variants["log10_age_median"].notna().sum()), "shift_dex": np.nan,
@@ -516,3 +540,56 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel) -
                  "uncertainty_dex": np.nan, "in_total": False,
                  "note": "the total without the age scale: for ages compared on the calibration clusters' own scale"})  # fmt: skip
     return pd.DataFrame(rows, columns=_BUDGET_COLUMNS)
+
+
+def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwargs) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Extinction and membership by the hierarchical model: a variance decomposition.
+
+    Four runs of :func:`~chronoflow.hierarchical.full_cluster_age` (the age spread free in all):
+    *fixed* (no reddening offset, outlier fraction fixed at 0.05, memberships as given), the
+    reddening offset freed (Normal(0, ``reddening_sigma``)), the outlier fraction freed
+    (Beta(1, 19)), and both freed. With ``s_x`` the posterior standard deviation of the mean log
+    age in run x: statistical = ``s_fixed``; a component = sqrt(max(s_freed^2 - s_fixed^2, 0)).
+    Uncertainties: the Monte Carlo error of each variance (``var * sqrt(2 / ESS)``), propagated.
+    R-hat and divergences of every run are reported and warned on.
+    """
+    from .hierarchical import full_cluster_age
+
+    kwargs = {"progressbar": False, **full_kwargs}
+    fast_kwargs = {k: v for k, v in age_kwargs.items() if k in ("membership", "background", "cuts", "ruwe_max", "include_out_of_domain")}
+    runs = {"fixed": (0.0, 0.05), "extinction": (reddening_sigma, 0.05), "membership": (0.0, None), "all": (reddening_sigma, None)}
+    out: dict[str, tuple[float, float, float, int, float]] = {}  # variance, ESS, R-hat, divergences, median
+    for label, (red, f_fixed) in runs.items():
+        res = full_cluster_age(df, name, by=by, model=model, reddening_prior_mag=red, f_out_fixed=f_fixed, **fast_kwargs, **kwargs)
+        draws = res.idata.posterior["log10_age"].values.ravel()
+        ess = float(res.summary.loc["log10_age", "ess_bulk"])
+        out[label] = (float(np.var(draws, ddof=1)), ess, res.rhat_max, res.n_divergent, float(np.median(draws)))
+    rhat = max(v[2] for v in out.values())
+    div = sum(v[3] for v in out.values())
+    if rhat > 1.01 or div:
+        warnings.warn(f"{name}: full budget runs have R-hat up to {rhat:.3f} and {div} divergences; raise draws/tune",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+
+    def se_var(label):
+        var, ess = out[label][0], out[label][1]
+        return var * math.sqrt(2.0 / max(ess, 1.0))
+
+    v0 = out["fixed"][0]
+    rows = []
+    for comp in ("extinction", "membership"):
+        if comp == "extinction" and reddening_sigma == 0:
+            continue
+        diff = out[comp][0] - v0
+        sigma = math.sqrt(max(diff, 0.0))
+        se = math.hypot(se_var(comp), se_var("fixed"))
+        unc = se / (2 * sigma) if sigma > math.sqrt(se) else math.sqrt(se)  # delta method, or its scale near 0
+        rows.append({"component": comp, "n_variants": 2, "shift_dex": out[comp][4] - out["fixed"][4], "systematic_dex": sigma,
+                     "uncertainty_dex": unc, "note": f"hierarchical: posterior variance freed minus fixed (R-hat {out[comp][2]:.3f})"})  # fmt: skip
+    s0 = math.sqrt(v0)
+    rows.append({"component": "statistical", "n_variants": 1, "shift_dex": 0.0, "systematic_dex": s0,
+                 "uncertainty_dex": se_var("fixed") / (2 * s0) if s0 > 0 else np.nan,
+                 "note": "hierarchical: posterior sd of the mean log age with reddening and outlier fraction fixed"})  # fmt: skip
+    both = math.sqrt(max(out["all"][0] - v0, 0.0))
+    settings = {"rhat_max": rhat, "divergences": div, "full_sd_dex": {k: math.sqrt(v[0]) for k, v in out.items()},
+                "full_joint_systematic_dex": both, "full_settings": {k: v for k, v in kwargs.items() if k != "progressbar"}}  # fmt: skip
+    return rows, settings

@@ -168,3 +168,28 @@ def test_cli_json(catalogue_path):
         assert {"systematic_dex", "uncertainty_dex", "shift_dex", "n_variants"} <= set(comp)
     assert payload["total_dex"] >= payload["statistical_dex"] > 0
     assert set(payload) >= {"log10_age_median", "statistical_dex", "total_dex", "components"}
+
+
+@pytest.mark.slow
+def test_full_budget_statistical_term_and_agreement_with_the_fast_budget(model, catalogue):
+    from chronoflow.hierarchical import full_cluster_age
+
+    sampler = dict(draws=400, tune=400, chains=2, cores=2, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = systematics_sweep(catalogue, "NGC2548", model=model, method="full", full_kwargs=sampler, progress=False)
+        fast = systematics_sweep(catalogue, "NGC2548", model=model, progress=False)
+        fixed = full_cluster_age(catalogue, "NGC2548", model=model, reddening_prior_mag=0.0, f_out_fixed=0.05, progressbar=False, **sampler)
+    # statistical = the width of the full posterior with everything fixed (the same seeded run)
+    draws = fixed.idata.posterior["log10_age"].values.ravel()
+    assert full.component("statistical")["systematic_dex"] == pytest.approx(np.std(draws, ddof=1), rel=1e-9)
+    payload = full.to_dict()
+    assert {"rhat_max", "divergences"} <= set(payload) and payload["rhat_max"] < 1.05
+    assert all("uncertainty_dex" in c for c in payload["components"].values())
+    # the fast and the full budget agree within their stated uncertainties (2 sigma)
+    for comp in ("extinction", "membership"):
+        a, b = fast.component(comp), full.component(comp)
+        allowed = 2 * np.hypot(a["uncertainty_dex"], b["uncertainty_dex"])
+        assert abs(a["systematic_dex"] - b["systematic_dex"]) <= allowed, (comp, a["systematic_dex"], b["systematic_dex"], allowed)
+    ta, tb = fast.component("total"), full.component("total")
+    assert abs(ta["systematic_dex"] - tb["systematic_dex"]) <= 2 * np.hypot(ta["uncertainty_dex"], tb["uncertainty_dex"])
