@@ -458,6 +458,7 @@ def validate_budgets(
     n_calibration: int = typer.Option(2, help="Perturbed calibration refits per cluster (plus an unperturbed and a null one)."),
     jobs: int = typer.Option(2, help="Clusters swept in parallel."),
     seed: int = typer.Option(0, help="Seed of the perturbations."),
+    table_file: Optional[Path] = typer.Option(None, "--table", help="Rewrite the report from this earlier budgets CSV instead of sweeping."),
 ) -> None:
     """Error budget of every catalogue cluster (each without itself in its calibration refits)."""
     import time
@@ -471,7 +472,15 @@ def validate_budgets(
     if loo is not None and not loo.is_file():
         raise ChronoflowError(f"--loo {loo}: file not found")
     t0 = time.perf_counter()
-    table = budget_table(load_catalogue(catalogue), cluster, jobs=jobs, n_calibration=n_calibration, seed=seed)
+    if table_file is not None:
+        if not table_file.is_file():
+            raise ChronoflowError(f"--table {table_file}: file not found")
+        table = pd.read_csv(table_file)
+        if "total_relative_dex" not in table.columns:
+            scale = table["age_scale_dex"].where(table["age_scale_in_total"], 0.0)
+            table["total_relative_dex"] = (table["total_dex"] ** 2 - scale**2).clip(lower=0.0) ** 0.5
+    else:
+        table = budget_table(load_catalogue(catalogue), cluster, jobs=jobs, n_calibration=n_calibration, seed=seed)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
     from .plotting import plot_budgets
 
@@ -480,7 +489,8 @@ def validate_budgets(
                 f"membership cuts at 0.5, 0.7, 0.9 and the HDBSCAN column; age scale +-{DEFAULT_AGE_SCALE_DEX:g} dex; "
                 f"{n_calibration} refits from scratch with per-cluster ages perturbed by {DEFAULT_CALIBRATION_SCALE_DEX:g} dex, each "
                 "cluster removed from its own calibration set; seed "
-                f"{seed}. Run time {time.perf_counter() - t0:.0f} s with {jobs} processes. See `chronoflow.systematics` for how each "
+                f"{seed}. " + (f"Report rewritten from `{table_file.name}` (`--table`)." if table_file is not None else
+                f"Run time {time.perf_counter() - t0:.0f} s with {jobs} processes.") + " See `chronoflow.systematics` for how each "
                 "component and the total are formed.")  # fmt: skip
     text = budgets_report(table, loo=pd.read_csv(loo) if loo is not None else None, settings=settings,
                           figure=out_file.with_suffix(".png").name)  # fmt: skip
