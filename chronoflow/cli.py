@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._version import __version__
@@ -87,7 +88,7 @@ def catalogue_check(file: Path = typer.Argument(..., help="Catalogue file to val
     from .catalogue import load_catalogue
 
     df = load_catalogue(file)
-    out.print(f"[green]ok[/green]: {file} has {len(df)} valid rows")
+    out.print(f"[green]ok[/green]: {escape(str(file))} has {len(df)} valid rows")
 
 
 @app.command("train")
@@ -129,7 +130,7 @@ def train_command(
     result = train_ensemble(load_catalogue(catalogue), members, config=config, bootstrap=bootstrap, progress=True)
     save_model(result.model, out_file)
     _print_card(result.card)
-    out.print(f"[green]wrote[/green] {out_file}")
+    out.print(f"[green]wrote[/green] {escape(str(out_file))}")
 
 
 def _print_card(card: dict) -> None:
@@ -249,7 +250,7 @@ def age_cluster_command(
             print(json.dumps(res.to_dict()))
             return
         d = res.to_dict()
-        out.print(f"[bold]{res.cluster}[/bold] (full model): {d['n_used']} of {d['n_rows']} stars used")
+        out.print(f"[bold]{escape(res.cluster)}[/bold] (full model): {d['n_used']} of {d['n_rows']} stars used")
         out.print(res.summary.to_string(), markup=False)
         e = d["error_dex"]
         out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f}, total {e['total']:.3f}", markup=False)
@@ -265,7 +266,7 @@ def age_cluster_command(
         print(json.dumps(res.to_dict()))
         return
     a, l = res.age_myr, res.summary
-    out.print(f"[bold]{res.cluster}[/bold]: {res.n_used} of {res.n_rows} stars used")
+    out.print(f"[bold]{escape(res.cluster)}[/bold]: {res.n_used} of {res.n_rows} stars used")
     out.print(f"  log10 age/Myr = {l['median']:.3f} (+{l['p84'] - l['median']:.3f} / -{l['median'] - l['p16']:.3f})")
     out.print(f"  age = {a['median']:.1f} Myr (16-84 %: {a['p16']:.1f} - {a['p84']:.1f} Myr)")
     e = res.error_dex
@@ -277,7 +278,7 @@ def age_cluster_command(
     if res.flag:
         out.print(f"  [yellow]flag:[/yellow] {res.flag}")
     if plot is not None:
-        out.print(f"  figure: {plot}")
+        out.print(f"  figure: {plot}", markup=False)
 
 
 @app.command("age-stars")
@@ -565,7 +566,7 @@ def validate_loo(
             "loo_metrics": metrics,
         }
         save_model(target, calibrate, card=target.card)
-        out.print(f"[green]wrote[/green] the model-error term into {calibrate}")
+        out.print(f"[green]wrote[/green] the model-error term into {escape(str(calibrate))}")
 
 
 @validate_app.command("ppc")
@@ -632,18 +633,25 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ChronoflowError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if _is_click_exception(exc):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _is_click_exception(exc: BaseException) -> bool:
+    """A usage error of click, or of the click that typer >= 0.29 vendors (``typer._click``),
+    whose exceptions derive from the public ``typer.TyperException`` instead."""
+    import click
+
+    kinds = (click.ClickException,) + ((typer.TyperException,) if hasattr(typer, "TyperException") else ())
+    return isinstance(exc, kinds) and hasattr(exc, "show") and hasattr(exc, "exit_code")
 
 
 if __name__ == "__main__":

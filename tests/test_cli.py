@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
+import pytest
+
 from chronoflow import __version__
 
 
@@ -24,6 +27,24 @@ def test_error_is_one_line_without_traceback(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().startswith("error: catalogue file not found")
+
+
+@pytest.mark.parametrize("args", [("sweep", "--bogus"), ("nosuchcmd",), ("age-cluster", "--cluster")])
+def test_usage_errors_show_the_usage_line_and_exit_2(args):
+    # with the installed typer, whose vendored click raises its own exception types
+    res = _run(*args)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "Usage:" in res.stderr or "Error:" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 4
+
+
+def test_error_messages_keep_text_in_square_brackets(tmp_path):
+    path = tmp_path / "stars.csv"
+    pd.DataFrame({"Prot": [5.0], "colour": [1.0]}).to_csv(path, index=False)
+    res = _run("age-stars", str(path), "--out", str(tmp_path / "out.csv"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]" in " ".join(res.stderr.split())
 
 
 def test_catalogue_summary(catalogue_path):
