@@ -143,6 +143,7 @@ def build_cluster_model(
     n_quad: int = 5,
     likelihood: str = "table",
     f_out_fixed: float | None = None,
+    model_choice: bool = False,
 ):
     """Build the PyMC model for the used stars of one cluster (see the module docstring).
 
@@ -165,6 +166,11 @@ def build_cluster_model(
     f_out_fixed
         Fix the outlier fraction at this value instead (membership then enters only through the
         given probabilities: what the error budget calls membership *fixed*).
+    model_choice
+        For an ensemble: marginalize *which member* is right, a latent index k uniform over the
+        K members, ``p(data) = mean_k prod_i L_i^(k)`` (a mixture of the members' posteriors),
+        instead of the product over stars of the members' mixture density (the default). Table
+        likelihood only; the posterior weight of each member is recorded as ``member_weight``.
     background
         (lo, hi) of the uniform background in log10 Prot, or a callable log density.
     n_quad
@@ -197,30 +203,50 @@ def build_cluster_model(
         n_quad = 1
     x, log_wq = _quadrature(n_quad)
     coords = {"star": np.arange(len(stars)), "node": np.arange(n_quad)}
+    members = list(getattr(flow, "members", None) or [flow])
+    if model_choice:
+        if likelihood != "table":
+            raise DomainError("model_choice=True needs likelihood='table'")
+        coords["member"] = np.arange(len(members))
     with pm.Model(coords=coords) as model:
         mu = pm.Uniform("log10_age", lower=lo_mu, upper=hi_mu, initval=center)
         spread = pm.HalfNormal("age_spread_dex", sigma=spread_prior_dex) if spread_prior_dex > 0 else pt.constant(0.0)
         delta = pm.Normal("reddening_offset", 0.0, reddening_prior_mag) if reddening_prior_mag > 0 else pt.constant(0.0)
         f_out = pm.Beta("f_out", *f_out_prior) if f_out_fixed is None else pt.constant(float(f_out_fixed))
         ages = mu + math.sqrt(2.0) * spread * pt.constant(x)[None, :] + pt.zeros((len(stars), 1))
-        if likelihood == "table":
-            reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
-            grid = np.arange(lo_mu - reach, hi_mu + reach + 1e-9, 0.005)
-            offsets = (np.linspace(-4, 4, 33) * reddening_prior_mag) if reddening_prior_mag > 0 else (0.0,)
-            tables = StarTables(flow, log_prot, colour, log_err, grid, offsets)
-            log_flow_nodes = tabulated_logp(tables, ages, delta)
-        else:
-            ctx = pt.stack([ages.ravel(), pt.repeat(pt.constant(colour), n_quad) - delta,
-                            pt.repeat(pt.constant(log_err), n_quad)], axis=1)  # fmt: skip
-            log_flow_nodes = FlowLogpOp(flow)(pt.repeat(pt.constant(log_prot), n_quad), ctx)[0].reshape((len(stars), n_quad))
-        log_flow = pt.logsumexp(log_flow_nodes + pt.constant(log_wq)[None, :], axis=1)
         w = pt.constant(p_mem) * (1.0 - f_out)
-        member = pt.log(w) + log_flow
         field = pt.log1p(-w) + pt.constant(log_bg)
-        pm.Deterministic("p_member", pt.exp(member - pt.logaddexp(member, field)), dims="star")
-        pm.Deterministic("log10_age_star", mu + math.sqrt(2.0) * spread * pt.sum(
-            pt.special.softmax(log_flow_nodes + pt.constant(log_wq)[None, :], axis=1) * pt.constant(x)[None, :], axis=1), dims="star")
-        pm.Potential("likelihood", pt.sum(pt.logaddexp(member, field)))
+
+        def star_terms(density):
+            """Per-star log flow density at the quadrature nodes, member and total log terms."""
+            if likelihood == "table":
+                reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
+                grid = np.arange(lo_mu - reach, hi_mu + reach + 1e-9, 0.005)
+                offsets = (np.linspace(-4, 4, 33) * reddening_prior_mag) if reddening_prior_mag > 0 else (0.0,)
+                nodes = tabulated_logp(StarTables(density, log_prot, colour, log_err, grid, offsets), ages, delta)
+            else:
+                ctx = pt.stack([ages.ravel(), pt.repeat(pt.constant(colour), n_quad) - delta,
+                                pt.repeat(pt.constant(log_err), n_quad)], axis=1)  # fmt: skip
+                nodes = FlowLogpOp(density)(pt.repeat(pt.constant(log_prot), n_quad), ctx)[0].reshape((len(stars), n_quad))
+            member = pt.log(w) + pt.logsumexp(nodes + pt.constant(log_wq)[None, :], axis=1)
+            return nodes, member, pt.logaddexp(member, field)
+
+        def node_age(nodes):
+            return mu + math.sqrt(2.0) * spread * pt.sum(
+                pt.special.softmax(nodes + pt.constant(log_wq)[None, :], axis=1) * pt.constant(x)[None, :], axis=1)
+
+        if not model_choice:
+            nodes, member, ll = star_terms(flow)
+            pm.Deterministic("p_member", pt.exp(member - ll), dims="star")
+            pm.Deterministic("log10_age_star", node_age(nodes), dims="star")
+            pm.Potential("likelihood", pt.sum(ll))
+        else:
+            terms = [star_terms(m) for m in members]
+            totals = pt.stack([pt.sum(ll) for _, _, ll in terms])  # [K]
+            weight = pm.Deterministic("member_weight", pt.special.softmax(totals), dims="member")
+            pm.Deterministic("p_member", sum(weight[k] * pt.exp(mem - ll) for k, (_, mem, ll) in enumerate(terms)), dims="star")
+            pm.Deterministic("log10_age_star", sum(weight[k] * node_age(nodes) for k, (nodes, _, _) in enumerate(terms)), dims="star")
+            pm.Potential("likelihood", pt.logsumexp(totals) - math.log(len(members)))
     return model
 
 
@@ -268,6 +294,7 @@ def full_cluster_age(
     n_quad: int = 5,
     target_accept: float = 0.9,
     f_out_fixed: float | None = None,
+    model_choice: bool = False,
     **fast_kwargs,
 ) -> FullClusterAge:
     """Full hierarchical cluster age (``cluster_age(..., method="full")``).
@@ -281,7 +308,7 @@ def full_cluster_age(
         As in :func:`~chronoflow.ages.cluster_age`.
     draws, tune, chains, cores, seed, sampler, progressbar, target_accept
         NUTS settings; ``seed`` makes the run reproducible.
-    spread_prior_dex, reddening_prior_mag, likelihood, n_quad, f_out_fixed
+    spread_prior_dex, reddening_prior_mag, likelihood, n_quad, f_out_fixed, model_choice
         See :func:`build_cluster_model`.
     **fast_kwargs
         ``membership``, ``background``, ``cuts``, ``ruwe_max``, ``include_out_of_domain``
@@ -301,7 +328,7 @@ def full_cluster_age(
     pm_model = build_cluster_model(
         used, flow, center=fast.summary["median"], membership=membership, spread_prior_dex=spread_prior_dex,
         reddening_prior_mag=reddening_prior_mag, background=fast_kwargs.get("background", DEFAULT_BACKGROUND),
-        n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed,
+        n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed, model_choice=model_choice,
     )  # fmt: skip
     idata = sample_cluster_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                                  sampler=sampler, progressbar=progressbar, target_accept=target_accept)  # fmt: skip
@@ -320,5 +347,6 @@ def full_cluster_age(
         warnings.warn(f"R-hat up to {summary['r_hat'].max():.3f} (> 1.01): run more draws or chains", stacklevel=2)
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "likelihood": likelihood, "n_quad": n_quad,
                 "target_accept": target_accept,
-                "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag, "f_out_fixed": f_out_fixed}  # fmt: skip
+                "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag, "f_out_fixed": f_out_fixed,
+                "model_choice": model_choice}  # fmt: skip
     return FullClusterAge(fast.cluster, idata, summary, stars, fast, fast.model, settings)

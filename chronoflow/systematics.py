@@ -22,7 +22,8 @@ own uncertainty (the gyro-interp way: systematics are data). Components:
   on the unperturbed ages (paired: the same seed and bootstrap). A null refit (ages perturbed by
   1e-6 dex) measures the training-noise floor, removed in quadrature. The target cluster is taken
   out of the calibration set first when it is in it.
-* ``model``: the spread of the ensemble members' medians.
+* ``model``: the spread of the ensemble members' medians (with ``method="full"`` also
+  ``model_choice``, a latent ensemble member in the hierarchical model; the larger counts).
 * ``out_of_sample``: the model-error term calibrated by leave-one-cluster-out residuals (see
   :mod:`chronoflow.model_error`), which a cluster age quotes in ``ClusterAge.error_dex``.
 
@@ -512,9 +513,19 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel, f
     pc2 = sum(r["systematic_dex"] ** 2 for r in pc)
     oos_row = sys.get("out_of_sample")
     use_oos = oos_row is not None and oos_row["systematic_dex"] ** 2 >= pc2
+    # the latent-member term of the hierarchical layer and the members' spread measure one thing:
+    # the larger counts (evidence weights can concentrate on one member, Bayesian model averaging's
+    # known overconfidence, so the spread is usually the larger)
+    choice = sys.get("model_choice")
+    choice_wins = choice is not None and np.isfinite(choice["systematic_dex"]) and (
+        not np.isfinite(sys["model"]["systematic_dex"]) or choice["systematic_dex"] > sys["model"]["systematic_dex"])
     for r in rows:
         finite = np.isfinite(r["systematic_dex"])
-        if r["component"] in per_cluster:
+        if r["component"] == "model_choice":
+            r["in_total"] = bool(choice_wins)
+        elif r["component"] == "model":
+            r["in_total"] = bool(finite and not choice_wins)
+        elif r["component"] in per_cluster:
             r["in_total"] = bool(finite and not use_oos)
         elif r["component"] == "out_of_sample":
             r["in_total"] = use_oos
@@ -545,10 +556,11 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel, f
 def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwargs) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Extinction and membership by the hierarchical model: a variance decomposition.
 
-    Four runs of :func:`~chronoflow.hierarchical.full_cluster_age` (the age spread free in all):
-    *fixed* (no reddening offset, outlier fraction fixed at 0.05, memberships as given), the
-    reddening offset freed (Normal(0, ``reddening_sigma``)), the outlier fraction freed
-    (Beta(1, 19)), and both freed. With ``s_x`` the posterior standard deviation of the mean log
+    Runs of :func:`~chronoflow.hierarchical.full_cluster_age` (the age spread free in all):
+    *fixed* (no reddening offset, outlier fraction fixed at 0.05, memberships as given, the
+    ensemble's mixture density as one model), the reddening offset freed (Normal(0,
+    ``reddening_sigma``)), the outlier fraction freed (Beta(1, 19)), both freed, and, for an
+    ensemble, the model choice freed (a latent member: ``model_choice``). With ``s_x`` the posterior standard deviation of the mean log
     age in run x: statistical = ``s_fixed``; a component = sqrt(max(s_freed^2 - s_fixed^2, 0)).
     Uncertainties: the Monte Carlo error of each variance (``var * sqrt(2 / ESS)``), propagated.
     R-hat and divergences of every run are reported and warned on.
@@ -557,10 +569,14 @@ def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwar
 
     kwargs = {"progressbar": False, **full_kwargs}
     fast_kwargs = {k: v for k, v in age_kwargs.items() if k in ("membership", "background", "cuts", "ruwe_max", "include_out_of_domain")}
-    runs = {"fixed": (0.0, 0.05), "extinction": (reddening_sigma, 0.05), "membership": (0.0, None), "all": (reddening_sigma, None)}
+    runs = {"fixed": (0.0, 0.05, False), "extinction": (reddening_sigma, 0.05, False), "membership": (0.0, None, False),
+            "all": (reddening_sigma, None, False)}  # fmt: skip
+    if n_members(model) > 1:
+        runs["model_choice"] = (0.0, 0.05, True)
     out: dict[str, tuple[float, float, float, int, float]] = {}  # variance, ESS, R-hat, divergences, median
-    for label, (red, f_fixed) in runs.items():
-        res = full_cluster_age(df, name, by=by, model=model, reddening_prior_mag=red, f_out_fixed=f_fixed, **fast_kwargs, **kwargs)
+    for label, (red, f_fixed, choice) in runs.items():
+        res = full_cluster_age(df, name, by=by, model=model, reddening_prior_mag=red, f_out_fixed=f_fixed, model_choice=choice,
+                               **fast_kwargs, **kwargs)  # fmt: skip
         draws = res.idata.posterior["log10_age"].values.ravel()
         ess = float(res.summary.loc["log10_age", "ess_bulk"])
         out[label] = (float(np.var(draws, ddof=1)), ess, res.rhat_max, res.n_divergent, float(np.median(draws)))
@@ -576,15 +592,17 @@ def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwar
 
     v0 = out["fixed"][0]
     rows = []
-    for comp in ("extinction", "membership"):
-        if comp == "extinction" and reddening_sigma == 0:
+    for comp in ("extinction", "membership", "model_choice"):
+        if (comp == "extinction" and reddening_sigma == 0) or comp not in out:
             continue
         diff = out[comp][0] - v0
         sigma = math.sqrt(max(diff, 0.0))
         se = math.hypot(se_var(comp), se_var("fixed"))
         unc = se / (2 * sigma) if sigma > math.sqrt(se) else math.sqrt(se)  # delta method, or its scale near 0
+        what = ("latent ensemble member (a mixture of the members' posteriors) against their mixture density"
+                if comp == "model_choice" else "posterior variance freed minus fixed")  # fmt: skip
         rows.append({"component": comp, "n_variants": 2, "shift_dex": out[comp][4] - out["fixed"][4], "systematic_dex": sigma,
-                     "uncertainty_dex": unc, "note": f"hierarchical: posterior variance freed minus fixed (R-hat {out[comp][2]:.3f})"})  # fmt: skip
+                     "uncertainty_dex": unc, "note": f"hierarchical: {what} (R-hat {out[comp][2]:.3f})"})  # fmt: skip
     s0 = math.sqrt(v0)
     rows.append({"component": "statistical", "n_variants": 1, "shift_dex": 0.0, "systematic_dex": s0,
                  "uncertainty_dex": se_var("fixed") / (2 * s0) if s0 > 0 else np.nan,

@@ -113,8 +113,9 @@ def test_cli_full_json(catalogue_path, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     payload = json.loads(res.stdout)
     assert set(payload) == {"cluster", "n_rows", "n_used", "log10_age_myr", "age_myr", "method", "model",
-                            "age_spread_dex", "reddening_offset", "rhat_max", "error_dex", "flag"}  # fmt: skip
+                            "age_spread_dex", "reddening_offset", "rhat_max", "divergences", "error_dex", "flag"}  # fmt: skip
     assert payload["method"] == "full" and payload["cluster"] == "NGC752"
+    assert isinstance(payload["divergences"], int) and payload["divergences"] >= 0
     e, q = payload["error_dex"], payload["log10_age_myr"]
     assert e["statistical"] == pytest.approx((q["p84"] - q["p16"]) / 2) and e["total"] >= max(e["statistical"], e["model"])
     assert (tmp_path / "idata.nc").stat().st_size > 0

@@ -186,6 +186,12 @@ def test_full_budget_statistical_term_and_agreement_with_the_fast_budget(model, 
     payload = full.to_dict()
     assert {"rhat_max", "divergences"} <= set(payload) and payload["rhat_max"] < 1.05
     assert all("uncertainty_dex" in c for c in payload["components"].values())
+    # the model choice is freed in its own run (a latent ensemble member); the larger of it and
+    # the members' spread is in the total
+    choice, spread = full.component("model_choice"), full.component("model")
+    assert np.isfinite(choice["uncertainty_dex"]) and "latent ensemble member" in choice["note"]
+    assert choice["in_total"] != spread["in_total"]
+    assert (choice["in_total"]) == (choice["systematic_dex"] > spread["systematic_dex"])
     # the fast and the full budget agree within their stated uncertainties (2 sigma)
     for comp in ("extinction", "membership"):
         a, b = fast.component(comp), full.component(comp)
