@@ -82,14 +82,17 @@ def test_retraining_reproduces_the_shipped_card(catalogue):
                          progress=False)  # fmt: skip
     assert res.card["catalogue_sha256"] == card["catalogue_sha256"]
     assert res.card["split"] == card["split"]
-    assert res.card["epochs"] == card["epochs"]
-    # Training runs on one thread whatever the machine's setting (TrainConfig.threads), so the
-    # numbers repeat exactly; 1e-6 nats allows for another BLAS build.
+    # Training is seeded and single-threaded, so it repeats exactly on one machine (see
+    # test_short_training_is_reproducible_and_learns), but not across CPUs: float32 kernels round
+    # differently and training is chaotic. Measured on a second machine against the shipped card:
+    # early-stopped epochs 96/100, 79/97, 30/30, 35/35, 73/90; held-out NLLs within 0.0099 nats
+    # (the baseline's within 0.0012). So: epochs within the patience window, NLLs within 0.02.
     for got, want in zip(res.card["ensemble"]["members"], ens["members"], strict=True):
-        assert got["epochs"] == want["epochs"]
-        assert got["validation_nll"] == pytest.approx(want["validation_nll"], abs=1e-6)
-        assert got["train_nll_final"] == pytest.approx(want["train_nll_final"], abs=1e-6)
-    assert res.card["validation"]["baseline"]["nll"] == pytest.approx(card["validation"]["baseline"]["nll"], abs=1e-6)
+        assert abs(got["epochs"]["final"] - want["epochs"]["final"]) <= cfg.patience
+        assert got["validation_nll"] == pytest.approx(want["validation_nll"], abs=0.02)
+    mean = np.mean([m["validation_nll"] for m in res.card["ensemble"]["members"]])
+    assert mean == pytest.approx(np.mean([m["validation_nll"] for m in ens["members"]]), abs=0.01)
+    assert res.card["validation"]["baseline"]["nll"] == pytest.approx(card["validation"]["baseline"]["nll"], abs=0.005)
 
 
 def test_age_label_noise_is_seeded_and_convolves_the_age_dependence(toy_catalogue):
