@@ -29,18 +29,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from scipy.special import logsumexp
 
 from .artifact import resolve_model
-from .ensemble import member_log_prob_grid, n_members
-from .model_error import ModelErrorCurve, error_budget
 from .catalogue import training_sample
+from .ensemble import member_log_prob_grid, n_members
 from .errors import ChronoflowError, DomainError
 from .flow import RotationModel
+from .model_error import ModelErrorCurve, error_budget
 from .posterior import (
     Prior,
     age_grid,
+    check_grid,
     coarse_indices,
     interpolate_to_grid,
     log_prior,
@@ -48,7 +48,17 @@ from .posterior import (
     summarize_posterior,
 )
 
-__all__ = ["ClusterAge", "cluster_age", "cluster_ages", "star_ages", "star_flags"]
+__all__ = [
+    "OUT_OF_DOMAIN_FLAGS",
+    "UNUSABLE_FLAGS",
+    "ClusterAge",
+    "cluster_age",
+    "cluster_ages",
+    "model_error_curve",
+    "model_inputs",
+    "star_ages",
+    "star_flags",
+]
 
 #: Columns a table needs for ageing.
 REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
@@ -76,34 +86,71 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
         )
 
 
-def star_flags(df: pd.DataFrame, model: RotationModel) -> pd.Series:
-    """Why each row cannot be aged, or is aged outside the training domain ('' when fine).
+#: Flags of rows that cannot be aged: NaN ages, never used in a cluster.
+UNUSABLE_FLAGS = ("missing_value", "nonpositive", "zero_likelihood")
+#: Flags of rows outside the training domain: NaN ages and not used in a cluster unless
+#: ``include_out_of_domain=True`` (then aged by the flow's extrapolation, and still flagged).
+OUT_OF_DOMAIN_FLAGS = ("period_outside_domain", "colour_outside_domain", "error_above_domain")
 
-    Flags (comma-separated): ``missing_value`` (NaN Prot, colour or error), ``nonpositive``
-    (Prot <= 0 or e_BPRP_0 <= 0), ``colour_outside_domain`` and ``error_outside_domain``
-    (outside the ranges the model was trained on).
+
+def _add_flag(flags: np.ndarray, mask: np.ndarray, name: str) -> None:
+    flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
+
+
+def star_flags(df: pd.DataFrame, model: RotationModel) -> pd.Series:
+    """Why each row cannot be aged, or is aged at an edge of the training domain ('' when fine).
+
+    The rule every entry point applies (:func:`star_ages`, :func:`cluster_age`, the
+    hierarchical model, streaming and Dask). Flags (comma-separated):
+
+    * ``missing_value``: Prot, BPRP_0 or e_BPRP_0 is missing, infinite or not a number;
+      ``nonpositive``: Prot <= 0 d or e_BPRP_0 <= 0 mag. Never aged (NaN ages).
+    * ``period_outside_domain``, ``colour_outside_domain``, ``error_above_domain``: log10 Prot,
+      (BP-RP)0 or log10 e_BPRP_0 beyond the ranges of the training stars
+      (``model.domain``; the shipped model: 0.031-172 d, -0.001-4.28 mag, errors up to 0.45 mag).
+      Not aged by default; ``include_out_of_domain=True`` ages them by the flow's extrapolation.
+    * ``error_below_domain``: a colour error smaller than the training stars' (0.014 mag for
+      the shipped model). Aged, with the error raised to that floor (a conservative choice: the
+      model never learned how tight a sequence a smaller error gives).
+
+    :func:`star_ages` adds ``zero_likelihood`` (the posterior is zero on the whole grid) and
+    ``age_below_calibration`` / ``age_above_calibration``.
     """
     _require(df, REQUIRED)
     prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
     flags = np.full(len(df), "", dtype=object)
-
-    def add(mask, name):
-        flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
-
     missing = ~(np.isfinite(prot) & np.isfinite(col) & np.isfinite(err))
-    add(missing, "missing_value")
-    with np.errstate(invalid="ignore"):
-        add(~missing & ((prot <= 0) | (err <= 0)), "nonpositive")
-        lo, hi = model.domain.bprp0
-        add(~missing & ((col < lo) | (col > hi)), "colour_outside_domain")
-        lo, hi = model.domain.log10_e_bprp0
-        log_err = np.log10(np.where(err > 0, err, np.nan))
-        add(~missing & (err > 0) & ((log_err < lo) | (log_err > hi)), "error_outside_domain")
+    _add_flag(flags, missing, "missing_value")
+    d = model.domain
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nonpositive = ~missing & ((prot <= 0) | (err <= 0))
+        _add_flag(flags, nonpositive, "nonpositive")
+        fine = ~missing & ~nonpositive
+        log_prot, log_err = np.log10(np.where(fine, prot, 1.0)), np.log10(np.where(fine, err, 1.0))
+        _add_flag(flags, fine & ((log_prot < d.log10_prot[0]) | (log_prot > d.log10_prot[1])), "period_outside_domain")
+        _add_flag(flags, ~missing & ((col < d.bprp0[0]) | (col > d.bprp0[1])), "colour_outside_domain")
+        _add_flag(flags, fine & (log_err > d.log10_e_bprp0[1]), "error_above_domain")
+        _add_flag(flags, fine & (log_err < d.log10_e_bprp0[0]), "error_below_domain")
     return pd.Series(flags, index=df.index, name="flag")
 
 
-def _unusable(flags: pd.Series) -> np.ndarray:
-    return flags.str.contains("missing_value|nonpositive", regex=True).to_numpy()
+def _has_flag(flags: pd.Series | np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    pattern = "|".join(rf"(?:^|,){n}(?:,|$)" for n in names)
+    return pd.Series(np.asarray(flags, dtype=object)).str.contains(pattern, regex=True).to_numpy(bool)
+
+
+def _unusable(flags: pd.Series | np.ndarray, include_out_of_domain: bool = False) -> np.ndarray:
+    """Rows that get no age: unusable, or outside the training domain unless it is included."""
+    return _has_flag(flags, UNUSABLE_FLAGS if include_out_of_domain else UNUSABLE_FLAGS + OUT_OF_DOMAIN_FLAGS)
+
+
+def model_inputs(df: pd.DataFrame, model: RotationModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The flow's inputs for rows that can be aged: log10 Prot [log10 d], (BP-RP)0 [mag] and
+    log10 e_BPRP_0 [log10 mag], the error raised to the training domain's floor
+    (``error_below_domain``, see :func:`star_flags`)."""
+    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log10(prot), col, np.maximum(np.log10(err), model.domain.log10_e_bprp0[0])
 
 
 def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes):
@@ -124,6 +171,7 @@ def star_ages(
     method: str = "adaptive",
     n_nodes: int = 96,
     chunk_stars: int = 256,
+    include_out_of_domain: bool = False,
     return_posteriors: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Age posterior of every star from its rotation period and colour.
@@ -149,9 +197,13 @@ def star_ages(
         Stars per batch (memory ~chunk_stars x len(grid) x 8 bytes per temporary; batches that
         fit in the CPU caches are fastest: on 3,000 catalogue stars, one thread, batches of 250
         ran 1.46-2.2x faster than batches of 5,000).
+    include_out_of_domain
+        Also age rows whose period, colour or colour error lies outside the training domain
+        (by the flow's extrapolation; they stay flagged). Off by default: those rows get NaN
+        ages, as :func:`cluster_age` leaves them out.
     return_posteriors
         Also return the posterior densities ``array[rows, ages]`` (per dex; NaN rows for
-        unusable stars).
+        rows without an age).
 
     Returns
     -------
@@ -159,10 +211,13 @@ def star_ages(
         The input rows (same index, same order, none dropped) plus ``log10_age_p16``,
         ``log10_age_median``, ``log10_age_p84``, ``log10_age_map`` [log10 Myr],
         ``age_myr_p16``, ``age_myr_median``, ``age_myr_p84`` [Myr] and ``flag`` (see
-        :func:`star_flags`; NaN ages where the flag is ``missing_value`` or ``nonpositive``;
-        ``age_below_calibration`` / ``age_above_calibration`` where the 16-84 % interval reaches
-        beyond the ages of the calibration clusters, 1.57 Myr - 3.87 Gyr for the shipped model,
-        so the age is extrapolated).
+        :func:`star_flags`). NaN ages for unusable rows (``missing_value``, ``nonpositive``,
+        ``zero_likelihood``) and, unless ``include_out_of_domain``, rows outside the domain.
+        Where the 16-84 % interval reaches beyond the ages of the calibration clusters
+        (1.57 Myr - 3.87 Gyr for the shipped model), the flow extrapolates: the row is flagged
+        ``age_below_calibration`` / ``age_above_calibration`` and that end of the interval is
+        set to the grid's end (1 Myr / 13.8 Gyr by default), so the interval is an honest limit
+        rather than an extrapolated bound. The median and MAP are the posterior's.
 
     Examples
     --------
@@ -171,45 +226,49 @@ def star_ages(
     True
     """
     model = resolve_model(model)
-    grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
+    grid = age_grid() if grid is None else check_grid(grid)
     if method not in ("adaptive", "dense"):
         raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
-    flags = star_flags(df, model)
-    ok = ~_unusable(flags)
-    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
+    if int(n_nodes) != n_nodes or n_nodes < 4:
+        raise DomainError(f"n_nodes must be an integer >= 4, got {n_nodes!r}")
+    if int(chunk_stars) != chunk_stars or chunk_stars < 1:
+        raise DomainError(f"chunk_stars must be an integer >= 1, got {chunk_stars!r}")
+    _require(df, REQUIRED)
+    flags = np.array(star_flags(df, model), dtype=object)  # a writable copy
+    ok = ~_unusable(flags, include_out_of_domain)
+    log_prot, col, log_err = model_inputs(df, model)
     logp = log_prior(grid, prior)
+    if not np.isfinite(logp).any():
+        raise DomainError("the prior is zero at every age of the grid; give a prior with support on the grid")
     cols = ["p16", "median", "p84", "map"]
     summary = {c: np.full(len(df), np.nan) for c in cols}
     posteriors = np.full((len(df), len(grid)), np.nan) if return_posteriors else None
     idx = np.flatnonzero(ok)
-    for start in range(0, len(idx), chunk_stars):
-        rows = idx[start : start + chunk_stars]
-        log_post = _star_log_posterior(
-            model, np.log10(prot[rows]), col[rows], np.log10(err[rows]), grid, logp, method, n_nodes
-        )
+    for start in range(0, len(idx), int(chunk_stars)):
+        rows = idx[start : start + int(chunk_stars)]
+        log_post = _star_log_posterior(model, log_prot[rows], col[rows], log_err[rows], grid, logp, method, int(n_nodes))
         dens = normalize(log_post, grid)
+        good = np.isfinite(dens).all(axis=1)
+        _add_flag(flags, rows[~good], "zero_likelihood")
         for c, v in summarize_posterior(dens, grid).items():
-            summary[c][rows] = v
+            summary[c][rows] = np.where(good, v, np.nan)
         if posteriors is not None:
-            posteriors[rows] = dens
+            posteriors[rows] = np.where(good[:, None], dens, np.nan)
+    # Beyond the calibration clusters' ages the flow extrapolates: an interval reaching there
+    # is open on that side (its end set to the grid's end), and flagged.
+    lo, hi = model.domain.log10_age_myr
+    with np.errstate(invalid="ignore"):
+        below, above = summary["p16"] < lo, summary["p84"] > hi
+    _add_flag(flags, below, "age_below_calibration")
+    _add_flag(flags, above, "age_above_calibration")
+    summary["p16"][below], summary["p84"][above] = grid[0], grid[-1]
     out = df.copy()
     for c in ("p16", "median", "p84", "map"):
         out[f"log10_age_{c}"] = summary[c]
     for c in ("p16", "median", "p84"):
         out[f"age_myr_{c}"] = 10 ** summary[c]
-    out["flag"] = _add_age_flags(flags.to_numpy(object), summary["p16"], summary["p84"], model.domain.log10_age_myr)
+    out["flag"] = flags
     return (out, posteriors) if return_posteriors else out
-
-
-def _add_age_flags(flags: np.ndarray, p16: np.ndarray, p84: np.ndarray, calibrated: tuple[float, float]) -> np.ndarray:
-    """Append ``age_below_calibration`` / ``age_above_calibration`` where the 16-84 % interval
-    reaches beyond the calibration ages [log10 Myr]."""
-    flags = flags.copy()
-    lo, hi = calibrated
-    with np.errstate(invalid="ignore"):
-        for mask, name in ((p16 < lo, "age_below_calibration"), (p84 > hi, "age_above_calibration")):
-            flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
-    return flags
 
 
 @dataclass
@@ -320,21 +379,25 @@ def _select(df: pd.DataFrame, cluster: str | None, by: str) -> tuple[pd.DataFram
     if cluster is None:
         if len(names) != 1:
             shown = ", ".join(sorted(names)[:12]) + (" ..." if len(names) > 12 else "")
-            raise ChronoflowError(f"the table holds {len(names)} {by}s ({shown}); choose one with cluster=NAME (--cluster)")
+            raise ChronoflowError(f"the table holds {len(names)} {by}s ({shown}); choose one with cluster=NAME")
         return df, str(names[0])
     if cluster not in set(names):
         raise ChronoflowError(f"unknown {by} {cluster!r}; the table holds: {', '.join(sorted(names))}")
     return df[df[by].astype(str) == cluster], cluster
 
 
-def _available_cuts(df: pd.DataFrame, cuts: bool, ruwe_max: float | None):
+def _available_cuts(df: pd.DataFrame, cuts: bool, ruwe_max: float | None) -> tuple[np.ndarray, list[dict]]:
+    """Which rows pass the published cuts (a boolean mask by position, so that duplicate index
+    labels cannot mark a removed row as kept), and the cuts' report."""
+    everything = np.ones(len(df), dtype=bool)
     if not cuts:
-        return df, []
+        return everything, []
     needed = {"cmd_exclude", "dered_exclude", "phot_exclude"}
     if not needed <= set(df.columns) or (ruwe_max is not None and "dr3_ruwe" not in df.columns):
-        return df, [{"cut": "published cuts", "removed": 0, "remaining": len(df), "note": "flag/RUWE columns absent: not applied"}]
-    kept, report = training_sample(df, ruwe_max=ruwe_max)
-    return kept, report.to_dict("records")
+        return everything, [{"cut": "published cuts", "removed": 0, "remaining": len(df), "note": "flag/RUWE columns absent: not applied"}]
+    positions = df.reset_index(drop=True)
+    kept, report = training_sample(positions, ruwe_max=ruwe_max)
+    return np.isin(np.arange(len(df)), kept.index.to_numpy()), report.to_dict("records")
 
 
 def cluster_age(
@@ -415,7 +478,7 @@ def cluster_age(
     if full_kwargs:
         raise DomainError(f"unexpected arguments for method={method!r}: {', '.join(full_kwargs)}")
     model = resolve_model(model)
-    grid = age_grid() if grid is None else np.asarray(grid, dtype=float)
+    grid = age_grid() if grid is None else check_grid(grid)
     if not 0 <= f_out < 1:
         raise DomainError(f"f_out must be in [0, 1), got {f_out}")
     if method not in ("adaptive", "dense"):
@@ -423,25 +486,25 @@ def cluster_age(
     if int(refine_stride) != refine_stride or refine_stride < 1:
         raise DomainError(f"refine_stride must be an integer >= 1, got {refine_stride!r}")
     refine_stride = int(refine_stride)
+    if int(n_coarse) != n_coarse or n_coarse < 4:
+        raise DomainError(f"n_coarse must be an integer >= 4, got {n_coarse!r}")
+    if not window_nats > 0:
+        raise DomainError(f"window_nats must be > 0, got {window_nats!r}")
     _require(df, REQUIRED)
+    if membership is not None and membership not in df.columns:
+        raise ChronoflowError(f"missing membership column {membership!r}; pass membership=None to treat every star as a member")
     selected, name = _select(df, cluster, by)
     kept, cut_report = _available_cuts(selected, cuts, ruwe_max)
     stars = selected.copy()
     stars["flag"] = star_flags(stars, model)
-    stars["used"] = stars.index.isin(kept.index) & ~_unusable(stars["flag"])
-    if not include_out_of_domain:
-        stars["used"] &= ~stars["flag"].str.contains("outside_domain").to_numpy()
-    if membership is not None and membership not in stars.columns:
-        raise ChronoflowError(f"missing membership column {membership!r}; pass membership=None to treat every star as a member")
+    stars["used"] = kept & ~_unusable(stars["flag"], include_out_of_domain)
     n_used = int(stars["used"].sum())
     if n_used == 0:
         reasons = stars["flag"].replace("", "removed by the cuts").value_counts().to_dict()
         raise ChronoflowError(f"no usable star in {by} {name!r} ({len(stars)} rows: {reasons})")
 
     use = stars[stars["used"]]
-    log_prot = np.log10(use["Prot"].to_numpy(float))
-    colour = use["BPRP_0"].to_numpy(float)
-    log_err = np.log10(use["e_BPRP_0"].to_numpy(float))
+    log_prot, colour, log_err = model_inputs(use, model)
     p_mem = pd.to_numeric(use[membership], errors="coerce").to_numpy(float) if membership else np.ones(len(use))
     bad = ~(np.isfinite(p_mem) & (p_mem >= 0) & (p_mem <= 1))
     if bad.any():
@@ -482,13 +545,17 @@ def cluster_age(
         # The window at every refine_stride-th grid point (both ends kept), joined by a cubic spline.
         fine = np.unique(np.r_[window[::refine_stride], window[-1]])
         per_star, per_member = mixture(grid_ll(grid[fine]))
-        total = interpolate_to_grid(coarse_total - logp[nodes], grid[nodes], grid)
+        with np.errstate(invalid="ignore"):  # a prior that is zero at a node: refused below
+            total = interpolate_to_grid(coarse_total - logp[nodes], grid[nodes], grid)
         total[window] = _refine(per_star.sum(axis=0), fine, window, grid)
         member_total = None
         if per_member is not None:
             member_total = interpolate_to_grid(coarse_member.sum(axis=1), grid[nodes], grid)
             member_total[:, window] = _refine(per_member.sum(axis=1), fine, window, grid)
     posterior = normalize(total + logp, grid)
+    if not np.isfinite(posterior).all():
+        raise DomainError(f"the likelihood of {by} {name!r} times the prior is zero or undefined at every age of the grid; "
+                          "check the prior, the grid and the background")
     summary = {k: float(v) for k, v in summarize_posterior(posterior, grid).items()}
     member_medians = None
     if member_total is not None:
@@ -544,6 +611,8 @@ def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str
     results : dict of str to ClusterAge
     """
     model = resolve_model(kwargs.pop("model", None))
+    if by not in df.columns:
+        raise ChronoflowError(f"missing column {by!r}: cluster_ages groups the rows by it (by='cluster' or by='subgroup')")
     names = clusters if clusters is not None else sorted(pd.unique(df[by].astype(str)))
     rows, results = [], {}
     for name in names:  # one batched grid computation per cluster

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._cache import fetch_verified
-from .errors import CatalogueError
+from .errors import CatalogueError, first_line
 
 __all__ = [
     "CATALOGUE_ENV",
@@ -177,7 +177,7 @@ def load_catalogue(
     try:
         df = _read_table(path)
     except Exception as exc:
-        raise CatalogueError(f"could not read catalogue {path}: {type(exc).__name__}: {exc}") from None
+        raise CatalogueError(f"could not read catalogue {path}: {type(exc).__name__}: {first_line(exc)}") from None
     if validate:
         validate_catalogue(df)
     # Provenance travels with the table: training records it in the model card.
@@ -486,7 +486,32 @@ def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
 
 
 def summarize(df: pd.DataFrame, by: str = "cluster") -> pd.DataFrame:
-    """One row per cluster (or subgroup): star count, fiducial age [Myr] and colour range [mag]."""
+    """One row per cluster (or subgroup): star count, fiducial age [Myr] and colour range [mag].
+
+    Parameters
+    ----------
+    df
+        A catalogue table.
+    by
+        The text column to group on: ``cluster`` (default), ``subgroup``, or another text
+        column of ``df`` (e.g. ``data_catalog``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the groups, sorted by age: ``n_stars``, ``age_myr`` (median fiducial age
+        [Myr]), ``bprp0_min`` and ``bprp0_max`` [mag], ``prot_median_d`` [d].
+
+    Raises
+    ------
+    CatalogueError
+        ``by`` is not a text column of ``df``; the message lists the ones that are.
+    """
+    allowed = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if by not in allowed:
+        what = "a numeric column" if by in df.columns else "not a column of the catalogue"
+        choices = ", ".join(map(repr, allowed)) or "none (the table has no text column)"
+        raise CatalogueError(f"cannot summarize by {by!r}: {what}; group by one of: {choices}")
     grouped = df.groupby(by, sort=False)
     out = pd.DataFrame(
         {

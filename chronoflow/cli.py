@@ -6,6 +6,7 @@ on stderr and exits with status 2; no traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._version import __version__
-from .errors import ChronoflowError
+from .errors import ChronoflowError, first_line
 
 __all__ = ["app", "main"]
 
@@ -64,10 +65,11 @@ def catalogue_summary(
     from .catalogue import load_catalogue, summarize, training_sample
 
     df = load_catalogue(file)
-    table = Table(title=f"{len(df)} stars in {df[by].nunique()} {by}s")
+    summary = summarize(df, by=by)  # refuses a column it cannot group by, in one line
+    table = Table(title=f"{len(df)} stars in {len(summary)} {escape(by)}s")
     for name in (by, "N", "age [Myr]", "(BP-RP)0 range [mag]", "median Prot [d]"):
-        table.add_column(name, justify="left" if name == by else "right")
-    for name, row in summarize(df, by=by).iterrows():
+        table.add_column(escape(name), justify="left" if name == by else "right")
+    for name, row in summary.iterrows():
         table.add_row(
             str(name), str(int(row.n_stars)), f"{row.age_myr:g}", f"{row.bprp0_min:.2f} - {row.bprp0_max:.2f}",
             f"{row.prot_median_d:.2f}",
@@ -208,7 +210,7 @@ def _read_user_table(file: Optional[Path]):
     try:
         return _read_table(file)
     except Exception as exc:
-        raise ChronoflowError(f"could not read {file}: {type(exc).__name__}: {exc}") from None
+        raise ChronoflowError(f"could not read {file}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 @app.command("age-cluster")
@@ -221,6 +223,7 @@ def age_cluster_command(
     f_out: float = typer.Option(0.05, help="Outlier fraction of the mixture likelihood."),
     membership: str = typer.Option("mem_prob_source", help="Membership column ('none': all members)."),
     no_cuts: bool = typer.Option(False, "--no-cuts", help="Do not apply the published cuts."),
+    include_out_of_domain: bool = typer.Option(False, "--include-out-of-domain", help="Also use stars whose period, colour or colour error lies outside the training domain (extrapolated; flagged either way)."),
     prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
     method: str = typer.Option("fast", help="'fast' (grid posterior) or 'full' (hierarchical PyMC model)."),
@@ -243,6 +246,7 @@ def age_cluster_command(
     member_col = None if membership.lower() == "none" else membership
     if method == "full":
         res = cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts, method="full",
+                          include_out_of_domain=include_out_of_domain,
                           draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json)
         if idata_out is not None:
             res.idata.to_netcdf(str(idata_out))
@@ -255,9 +259,10 @@ def age_cluster_command(
         e = d["error_dex"]
         out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f}, total {e['total']:.3f}", markup=False)
         if d["flag"]:
-            out.print(f"  [yellow]flag:[/yellow] {d['flag']}")
+            out.print(f"  [yellow]flag:[/yellow] {escape(d['flag'])}")
         return
-    res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior)
+    res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior,
+                      include_out_of_domain=include_out_of_domain)
     if plot is not None:
         from .plotting import plot_cluster_age
 
@@ -276,7 +281,7 @@ def age_cluster_command(
               f"total {e['total']:.3f}", markup=False)
     out.print(f"  total interval: {10 ** t_lo:.1f} - {10 ** t_hi:.1f} Myr (median -/+ total error)")
     if res.flag:
-        out.print(f"  [yellow]flag:[/yellow] {res.flag}")
+        out.print(f"  [yellow]flag:[/yellow] {escape(res.flag)}")
     if plot is not None:
         out.print(f"  figure: {plot}", markup=False)
 
@@ -292,6 +297,7 @@ def age_stars_command(
     threads_per_worker: int = typer.Option(1, help="Threads per local Dask worker."),
     blocksize: str = typer.Option("4MB", help="CSV bytes per Dask partition (Parquet: one partition per row group)."),
     prior: str = typer.Option("log-flat", help="'log-flat' or 'flat' (in age)."),
+    include_out_of_domain: bool = typer.Option(False, "--include-out-of-domain", help="Also age rows whose period, colour or colour error lies outside the training domain (extrapolated; flagged either way). Default: NaN ages there."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -303,23 +309,26 @@ def age_stars_command(
 
         if out_file.suffix.lower() not in (".csv", ".parquet"):
             raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
-        res = age_chunk(_read_user_table(file), model=load_model(model), prior=prior)  # the whole table as one chunk
+        res = age_chunk(_read_user_table(file), model=load_model(model), prior=prior,
+                        include_out_of_domain=include_out_of_domain)  # the whole table as one chunk
         _write_table(res, out_file)
         n_rows, n_flag = len(res), int((res["flag"] != "").sum())
     elif scheduler == "streaming":
         from .streaming import age_stars_file
 
-        report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress)
+        report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress,
+                                include_out_of_domain=include_out_of_domain)
         n_rows, n_flag = report.n_rows, report.n_flagged
     elif scheduler == "dask":
         from .dask_backend import age_stars_file_dask
 
         report = age_stars_file_dask(file, out_file, address=address, n_workers=workers, threads_per_worker=threads_per_worker,
-                                     blocksize=blocksize, model=model, prior=prior, progress=progress)  # fmt: skip
+                                     blocksize=blocksize, model=model, prior=prior, progress=progress,
+                                     include_out_of_domain=include_out_of_domain)  # fmt: skip
         n_rows, n_flag = report.n_rows, report.n_flagged
     else:
         raise ChronoflowError(f"unknown scheduler {scheduler!r}; allowed: 'streaming', 'memory', 'dask'")
-    out.print(f"aged {n_rows} stars ({n_flag} flagged) -> {out_file}")
+    out.print(f"aged {n_rows} stars ({n_flag} flagged) -> {escape(str(out_file))}")
 
 
 @app.command("synthetic-stars")
@@ -337,7 +346,7 @@ def synthetic_stars_command(
 
     df = synthetic_field(n, catalogue=_read_user_table(catalogue), bad_fraction=bad_fraction, seed=seed, model=load_model(model))
     _write_table(df, out_file)
-    out.print(f"wrote {len(df)} synthetic stars ({int((df['bad_kind'] != '').sum())} bad on purpose) -> {out_file}")
+    out.print(f"wrote {len(df)} synthetic stars ({int((df['bad_kind'] != '').sum())} bad on purpose) -> {escape(str(out_file))}")
 
 
 @app.command("forward")
@@ -366,7 +375,7 @@ def forward_command(
         fig.axes[0].scatter(df["BPRP_0"], df["Prot"], s=6, color="tab:blue", edgecolor="none", label=f"{n} drawn stars")
         fig.axes[0].legend(frameon=False, fontsize=8)
         fig.savefig(plot, dpi=130)
-    out.print(f"drew {len(df)} stars at {age:g} Myr -> {out_file}")
+    out.print(f"drew {len(df)} stars at {age:g} Myr -> {escape(str(out_file))}")
 
 
 @app.command("tracks")
@@ -633,7 +642,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ChronoflowError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(in_cli_words(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
@@ -643,6 +652,40 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _cli_options() -> dict[str, str]:
+    """Python argument name -> the CLI option that sets it (its first long form), over all commands."""
+    import typer.main
+
+    names: dict[str, str] = {}
+
+    def walk(command):
+        for param in getattr(command, "params", []):
+            longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if longs and param.name:
+                names.setdefault(param.name, longs[0])
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return names
+
+
+def in_cli_words(message: str) -> str:
+    """An error message of the Python API in the words of the command line: ``membership=None``
+    becomes ``--membership none``, ``cluster=NAME`` ``--cluster NAME``, and an argument name with
+    an underscore (``f_out``) its option (``--f-out``), wherever the CLI has that option."""
+    options = _cli_options()
+
+    def assignment(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in options:
+            return m.group(0)
+        return f"{options[name]} {'none' if value == 'None' else value}"
+
+    message = re.sub(r"(?<![\w-])([a-z_][a-z0-9_]*)=([^\s,;)]+)", assignment, message)
+    return re.sub(r"(?<![\w-])([a-z]+(?:_[a-z0-9]+)+)\b", lambda m: options.get(m.group(1), m.group(1)), message)
 
 
 def _is_click_exception(exc: BaseException) -> bool:

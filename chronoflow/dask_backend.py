@@ -16,6 +16,7 @@ Needs the ``dask`` extra: ``pip install "chronoflow-gyro[dask]"``.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,16 @@ from .ages import REQUIRED, _require
 from .catalogue import CSV_READ_OPTIONS
 from .errors import ChronoflowError
 from .posterior import Prior
-from .streaming import INPUT_SUFFIXES, StreamReport, _arrow_schema, _counts, _progress, _suffix, age_chunk
+from .streaming import (
+    INPUT_SUFFIXES,
+    StreamReport,
+    _arrow_schema,
+    _counts,
+    _partial_path,
+    _progress,
+    _suffix,
+    age_chunk,
+)
 
 __all__ = ["age_stars_dask", "age_stars_file_dask", "read_table_dask"]
 
@@ -120,6 +130,34 @@ def _write_part(part: pd.DataFrame, path: str, schema) -> tuple[int, int, int]:
     return _counts(part)
 
 
+def _check_replaceable(dst: Path) -> None:
+    """Refuse an output path that exists and is not a directory of ``part.*.parquet`` files."""
+    if not dst.exists():
+        return
+    if not dst.is_dir():
+        raise ChronoflowError(f"the output {dst} exists and is a file; the Dask scheduler writes a directory "
+                              "of Parquet parts: remove it or choose another --out")  # fmt: skip
+    other = next((p.name for p in sorted(dst.iterdir()) if not p.match("part.*.parquet")), None)
+    if other is not None:
+        raise ChronoflowError(f"the output directory {dst} holds {other!r}, which is not a part.*.parquet file "
+                              "of an earlier run; remove it or choose another --out")  # fmt: skip
+
+
+def _swap_into_place(new: Path, dst: Path) -> None:
+    """Rename the finished directory ``new`` onto ``dst``; an existing ``dst`` goes only after that."""
+    old = _partial_path(dst, "old") if dst.exists() else None
+    if old is not None:
+        os.replace(dst, old)
+    try:
+        os.replace(new, dst)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def age_stars_file_dask(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -141,8 +179,12 @@ def age_stars_file_dask(
     src
         Input ``.csv`` or ``.parquet`` (file or directory of parts).
     dst
-        Output directory (created; its ``part.*.parquet`` files are replaced). Read it back with
-        ``pandas.read_parquet(dst)``: the rows come in input order.
+        Output directory. Read it back with ``pandas.read_parquet(dst)``: the rows come in input
+        order. The parts are written into a hidden sibling directory
+        (``.NAME.partial-PID-XXXXXXXX``) that is renamed onto ``dst`` only when every partition
+        has been written; a failed or interrupted run removes it and leaves an existing ``dst``
+        as it was. An existing ``dst`` must be a directory holding only ``part.*.parquet``
+        files (an earlier run's output), which is replaced as a whole.
     address
         Address of a running Dask scheduler (``tcp://host:8786``); default: start a local
         cluster of ``n_workers`` processes with ``threads_per_worker`` threads each.
@@ -174,44 +216,55 @@ def age_stars_file_dask(
     dst = Path(dst)
     if dst.suffix.lower() == ".csv":
         raise ChronoflowError(f"the Dask scheduler writes a directory of Parquet files; got {dst.name} (use e.g. ages.parquet)")
+    _check_replaceable(dst)
     t0 = time.perf_counter()
     ddf = read_table_dask(src, blocksize=blocksize)
     aged = age_stars_dask(ddf, model=model, prior=prior, **kwargs)
     schema = _arrow_schema(aged._meta)
-    dst.mkdir(parents=True, exist_ok=True)
-    for old in dst.glob("part.*.parquet"):
-        old.unlink()
-    parts = aged.to_delayed()
-    width = max(5, len(str(len(parts))))
-    writes = [dask.delayed(_write_part)(p, str(dst / f"part.{i:0{width}d}.parquet"), schema) for i, p in enumerate(parts)]
-
-    own = None
-    if client is None:
-        if address is not None:
-            own = client = distributed.Client(address)
-        else:
-            cluster = distributed.LocalCluster(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker),
-                                               processes=True, dashboard_address=":0")  # fmt: skip
-            own = client = distributed.Client(cluster)
+    partial = _partial_path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial.mkdir()
     n_rows = n_aged = n_flagged = 0
     try:
-        futures = client.compute(writes)
-        with _progress(disable=not progress) as bar:
-            task = bar.add_task("age", total=len(futures))
-            for fut in distributed.as_completed(futures):
-                try:
-                    rows, with_age, flagged = fut.result()
-                except ChronoflowError:
-                    raise
-                except Exception as exc:  # a worker's error (e.g. a column whose type changes mid-file)
-                    raise ChronoflowError(f"a partition failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-                n_rows, n_aged, n_flagged = n_rows + rows, n_aged + with_age, n_flagged + flagged
-                bar.update(task, advance=1)
-    finally:
-        if own is not None:
-            cluster = getattr(own, "cluster", None)
-            own.close()
-            if cluster is not None:
-                cluster.close()
+        parts = aged.to_delayed()
+        width = max(5, len(str(len(parts))))
+        writes = [dask.delayed(_write_part)(p, str(partial / f"part.{i:0{width}d}.parquet"), schema)
+                  for i, p in enumerate(parts)]  # fmt: skip
+
+        own = None
+        if client is None:
+            if address is not None:
+                own = client = distributed.Client(address)
+            else:
+                cluster = distributed.LocalCluster(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker),
+                                                   processes=True, dashboard_address=":0")  # fmt: skip
+                own = client = distributed.Client(cluster)
+        futures = []
+        try:
+            futures = client.compute(writes)
+            with _progress(disable=not progress) as bar:
+                task = bar.add_task("age", total=len(futures))
+                for fut in distributed.as_completed(futures):
+                    try:
+                        rows, with_age, flagged = fut.result()
+                    except ChronoflowError:
+                        raise
+                    except Exception as exc:  # a worker's error (e.g. a column whose type changes mid-file)
+                        raise ChronoflowError(f"a partition failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+                    n_rows, n_aged, n_flagged = n_rows + rows, n_aged + with_age, n_flagged + flagged
+                    bar.update(task, advance=1)
+        except BaseException:
+            client.cancel(futures)  # so that no worker writes into the directory removed below
+            raise
+        finally:
+            if own is not None:
+                cluster = getattr(own, "cluster", None)
+                own.close()
+                if cluster is not None:
+                    cluster.close()
+        _swap_into_place(partial, dst)
+    except BaseException:  # also Ctrl-C: never leave a directory that looks complete
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return StreamReport(n_rows, n_aged, n_flagged, len(writes), time.perf_counter() - t0, str(dst))
 

@@ -6,7 +6,7 @@ one line instead of a traceback.
 
 from __future__ import annotations
 
-__all__ = ["ChronoflowError", "CatalogueError", "ModelError", "DomainError"]
+__all__ = ["ChronoflowError", "CatalogueError", "ModelError", "DomainError", "first_line"]
 
 
 class ChronoflowError(ValueError):
@@ -23,3 +23,10 @@ class ModelError(ChronoflowError):
 
 class DomainError(ChronoflowError):
     """An input lies outside what the model or the function can handle."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), so that an error
+    from a library quoted in one of ours keeps it one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "A0_RANGE", "BPRP0_RANGE", "R_V", "DeredFlag", "DeredResult", "DustMapMissingError",
-    "ExtinctionConvergenceError", "ExtinctionRangeWarning", "deredden_bprp", "deredden_table",
-    "extinction_coefficients", "extinction_from_dustmap",
+    "ExtinctionConvergenceError", "ExtinctionConvergenceWarning", "ExtinctionRangeWarning",
+    "deredden_bprp", "deredden_table", "extinction_coefficients", "extinction_from_dustmap",
 ]  # fmt: skip
 
 R_V = 3.1  #: R_V used for A0 = R_V E(B-V)
@@ -65,7 +65,15 @@ class DustMapMissingError(ChronoflowError):
 
 
 class ExtinctionConvergenceError(ChronoflowError):
-    """The de-reddening solve did not converge."""
+    """The de-reddening solve did not converge.
+
+    Kept for code that catches it: :func:`deredden_bprp` no longer raises it, it flags the star
+    ``NOT_CONVERGED`` and warns with :class:`ExtinctionConvergenceWarning` instead.
+    """
+
+
+class ExtinctionConvergenceWarning(UserWarning):
+    """The de-reddening solve did not converge for some stars (flagged ``NOT_CONVERGED``)."""
 
 
 class ExtinctionRangeWarning(UserWarning):
@@ -76,10 +84,11 @@ class DeredFlag(enum.IntFlag):
     """Quality bits for each star, as returned by :func:`deredden_bprp`."""
 
     OK = 0
-    BAD_INPUT = 1  #: colour or A0 not finite, or a negative uncertainty -> NaN output
+    BAD_INPUT = 1  #: colour or A0 not finite, negative error (deredden_table: colour error <= 0 or NaN) -> NaN
     NEGATIVE_A0 = 2  #: A0 < 0 -> NaN output
     COLOUR_OUT_OF_RANGE = 4  #: (BP-RP)0 outside BPRP0_RANGE; k from the nearest edge
     A0_OUT_OF_RANGE = 8  #: A0 > 20 mag; k from A0 = 20 mag
+    NOT_CONVERGED = 16  #: the solve for this star did not converge in max_iter iterations -> NaN output
 
 
 @dataclass(frozen=True)
@@ -183,9 +192,9 @@ def deredden_bprp(
     r_v : float
         R_V for converting E(B-V) to A0.
     tol, max_iter : float, int
-        Stop when every Newton update is <= ``tol`` [mag], which leaves the equation satisfied
-        to far better than 1e-6 mag. If that takes more than ``max_iter`` iterations, raise
-        :class:`ExtinctionConvergenceError`.
+        A star is solved once its Newton update is <= ``tol`` [mag], which leaves the equation
+        satisfied to far better than 1e-6 mag. A star still unsolved after ``max_iter``
+        iterations gets NaN outputs and the flag ``NOT_CONVERGED``; the other stars are kept.
 
     Returns
     -------
@@ -196,8 +205,11 @@ def deredden_bprp(
     A problem with one star never raises. A non-finite colour or A0, or a negative error, gives
     NaN with flag ``BAD_INPUT``; A0 < 0 gives NaN with ``NEGATIVE_A0``. Stars outside the law's
     range are solved with clamped k and flagged, and one :class:`ExtinctionRangeWarning` reports
-    them. Mistakes in the call itself raise :class:`~chronoflow.errors.DomainError`: both or
-    neither of a0/ebv, wrong units, or shapes that do not broadcast.
+    them. Stars whose solve does not converge (in practice A0 >~ 14 mag with a very red observed
+    colour, where Newton's method cycles) get NaN with ``NOT_CONVERGED``, and one
+    :class:`ExtinctionConvergenceWarning` gives their number. Mistakes in the call itself raise
+    :class:`~chronoflow.errors.DomainError`: both or neither of a0/ebv, wrong units, or shapes
+    that do not broadcast.
     The error is the first-order propagation through the implicit equation (dk = k_BP - k_RP)::
 
         sigma0^2 = [sigma_obs^2 + ((dk + A0 d(dk)/dA0) sigma_A0)^2] / (1 + A0 d(dk)/dX0)^2
@@ -229,24 +241,28 @@ def deredden_bprp(
     good = ~(bad | negative)
     xo, a = np.where(good, xo, 0.0), np.where(good, a, 0.0)  # keep NaN out of the solver
 
-    x = xo.copy()
+    x, active = xo.copy(), good.copy()  # active: stars not solved yet
     for n_iter in range(1, max_iter + 1):
         (kb, kb_x, _), (kr, kr_x, _) = _poly("BP", x, a), _poly("RP", x, a)
-        step = (x + a * (kb - kr) - xo) / (1.0 + a * (kb_x - kr_x))
-        x = x - step
-        if np.all(np.abs(step) <= tol):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = (x + a * (kb - kr) - xo) / (1.0 + a * (kb_x - kr_x))
+        x = np.where(active, x - step, x)
+        active &= ~(np.abs(step) <= tol)  # a NaN update counts as not converged
+        if not active.any():
             break
-    else:
-        raise ExtinctionConvergenceError(
-            f"de-reddening did not converge in {max_iter} iterations (largest update "
-            f"{np.nanmax(np.abs(step)):.2g} mag); A0 up to {a.max():.2f} mag may be past the "
-            "range where (BP-RP)0 is unique (A0 <~ 5 mag)")
+    flags[active] |= DeredFlag.NOT_CONVERGED
+    if active.any():
+        warnings.warn(f"{int(active.sum())} star(s) did not converge in max_iter={max_iter} iterations "
+                      f"(A0 up to {a[active].max():.2f} mag, past the range A0 <~ 5 mag where "
+                      "(BP-RP)0 is unique): NaN output, flag NOT_CONVERGED",
+                      ExtinctionConvergenceWarning, stacklevel=2)  # fmt: skip
+    solved = good & ~active
 
     (kb, kb_x, kb_a), (kr, kr_x, kr_a) = _poly("BP", x, a), _poly("RP", x, a)
     dk = kb - kr
     sigma0 = np.hypot(so, (dk + a * (kb_a - kr_a)) * sa) / np.abs(1.0 + a * (kb_x - kr_x))
 
-    out_x = good & ((x < BPRP0_RANGE[0]) | (x > BPRP0_RANGE[1]))
+    out_x = solved & ((x < BPRP0_RANGE[0]) | (x > BPRP0_RANGE[1]))
     out_a = good & (a > A0_RANGE[1])
     flags[out_x] |= DeredFlag.COLOUR_OUT_OF_RANGE
     flags[out_a] |= DeredFlag.A0_OUT_OF_RANGE
@@ -257,7 +273,7 @@ def deredden_bprp(
                       ExtinctionRangeWarning, stacklevel=2)  # fmt: skip
 
     def nan_bad(v: np.ndarray) -> Any:
-        return np.where(good, v, np.nan)[()]  # [()] turns a 0-d array into a scalar
+        return np.where(solved, v, np.nan)[()]  # [()] turns a 0-d array into a scalar
 
     return DeredResult(bprp0=nan_bad(x), e_bprp0=nan_bad(sigma0), excess=nan_bad(a * dk),
                        a0=nan_bad(a), flags=flags[()], n_iter=n_iter)  # fmt: skip
@@ -285,8 +301,15 @@ def deredden_table(
         Column with the observed BP-RP [mag].
     a0_col, ebv_col : str, optional
         Column with A0 or with E(B-V) [mag]; give at most one. With neither, ``A0`` is used.
-    e_bprp_col, e_a0_col, e_ebv_col : str, optional
-        Columns with 1-sigma errors [mag]; an error not given counts as zero.
+    e_bprp_col : str
+        Column with the 1-sigma error of the observed colour [mag]. Required: ``e_BPRP_0`` is
+        this error propagated through the extinction law (plus the A0 error, if given), and a
+        table without it would get ``e_BPRP_0 = 0``, which the ageing code rejects. A star whose
+        colour error is zero, negative or missing gets NaN outputs and the flag ``BAD_INPUT``,
+        so ``e_BPRP_0`` is always > 0 mag or NaN.
+    e_a0_col, e_ebv_col : str, optional
+        Column with the 1-sigma error of A0 or of E(B-V) [mag]; if not given, A0 counts as
+        exact and only the colour error is propagated.
     r_v : float
         R_V for converting E(B-V) to A0.
 
@@ -294,24 +317,39 @@ def deredden_table(
     -------
     pandas.DataFrame
         The new table. :func:`deredden_bprp` documents the method and the flag bits.
+
+    Raises
+    ------
+    DomainError
+        Both ``a0_col`` and ``ebv_col``, no ``e_bprp_col``, or a named column not in ``df``.
     """
     if a0_col is not None and ebv_col is not None:
         raise DomainError("deredden_table takes a0_col or ebv_col, not both")
     if a0_col is None and ebv_col is None:
         a0_col = "A0"
+    if e_bprp_col is None:
+        raise DomainError(f"deredden_table needs the colour error: pass e_bprp_col= naming the column "
+                          f"with the 1-sigma error of {bprp_col!r} [mag] (without it e_BPRP_0 would be 0)")
     wanted = [c for c in (bprp_col, a0_col, ebv_col, e_bprp_col, e_a0_col, e_ebv_col) if c]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise DomainError(f"column(s) {missing} not in the table (it has {list(df.columns)})")
 
-    def col(name: str | None) -> np.ndarray | None:
-        return None if name is None else df[name].to_numpy(dtype=float)
+    import pandas as pd
 
-    res = deredden_bprp(col(bprp_col), a0=col(a0_col), ebv=col(ebv_col), e_bprp_obs=col(e_bprp_col),
+    def col(name: str | None) -> np.ndarray | None:
+        # text that is not a number becomes NaN, so that row is flagged BAD_INPUT, not the table refused
+        return None if name is None else pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
+
+    e_bprp = col(e_bprp_col)
+    res = deredden_bprp(col(bprp_col), a0=col(a0_col), ebv=col(ebv_col), e_bprp_obs=e_bprp,
                         e_a0=col(e_a0_col), e_ebv=col(e_ebv_col), r_v=r_v)  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        no_error = ~(np.isfinite(e_bprp) & (e_bprp > 0))  # a zero or missing colour error
     out = df.copy()
-    out["BPRP_0"], out["e_BPRP_0"], out["E_BPRP"] = res.bprp0, res.e_bprp0, res.excess
-    out["DERED_FLAG"] = res.flags
+    out["BPRP_0"], out["e_BPRP_0"], out["E_BPRP"] = (np.where(no_error, np.nan, v)
+                                                     for v in (res.bprp0, res.e_bprp0, res.excess))
+    out["DERED_FLAG"] = np.where(no_error, res.flags | DeredFlag.BAD_INPUT, res.flags).astype(np.int16)
     return out
 
 

@@ -134,21 +134,25 @@ class TrainingDomain:
     """Ranges of the training data; evaluation outside them is flagged.
 
     Attributes are (low, high) pairs: ``log10_age_myr`` [log10 Myr], ``bprp0`` [mag],
-    ``log10_e_bprp0`` [log10 mag].
+    ``log10_e_bprp0`` [log10 mag] and ``log10_prot`` [log10 d] (unbounded in models saved
+    before it was recorded).
     """
 
     log10_age_myr: tuple[float, float] = (-math.inf, math.inf)
     bprp0: tuple[float, float] = (-math.inf, math.inf)
     log10_e_bprp0: tuple[float, float] = (-math.inf, math.inf)
+    log10_prot: tuple[float, float] = (-math.inf, math.inf)
 
     @classmethod
-    def fit(cls, context: np.ndarray, tail: float = 0.005) -> TrainingDomain:
-        """Ranges from training contexts: the full age range (cluster ages are discrete), and the
-        central ``1 - 2 tail`` of colours and colour errors (a handful of extreme stars should
-        not stretch the domain where the model has learned nothing)."""
+    def fit(cls, context: np.ndarray, log_prot: np.ndarray | None = None, tail: float = 0.005) -> TrainingDomain:
+        """Ranges from training contexts and periods: the full age range (cluster ages are
+        discrete) and period range, and the central ``1 - 2 tail`` of colours and colour errors
+        (a handful of extreme stars should not stretch the domain where the model has learned
+        nothing)."""
         ages = (float(context[:, 0].min()), float(context[:, 0].max()))
         lo, hi = np.quantile(context[:, 1:], [tail, 1 - tail], axis=0)
-        return cls(ages, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+        prot = (-math.inf, math.inf) if log_prot is None else (float(np.min(log_prot)), float(np.max(log_prot)))
+        return cls(ages, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])), prot)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in asdict(self).items()}

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import DEFAULT_BACKGROUND, _background_logpdf, cluster_age
+from .ages import DEFAULT_BACKGROUND, _background_logpdf, cluster_age, model_inputs
 from .artifact import resolve_model
 from .errors import DomainError
 from .flow import RotationModel
@@ -193,9 +193,7 @@ def build_cluster_model(
         raise DomainError("spread_prior_dex and reddening_prior_mag must be >= 0")
     if f_out_fixed is not None and not 0 <= f_out_fixed < 1:
         raise DomainError(f"f_out_fixed must be in [0, 1), got {f_out_fixed}")
-    log_prot = np.log10(stars["Prot"].to_numpy(float))
-    colour = stars["BPRP_0"].to_numpy(float)
-    log_err = np.log10(stars["e_BPRP_0"].to_numpy(float))
+    log_prot, colour, log_err = model_inputs(stars, flow)
     p_mem = np.clip(stars[membership].to_numpy(float) if membership else np.ones(len(stars)), 1e-9, 1.0)
     log_bg = np.maximum(_background_logpdf(background, log_prot), -700.0)
     lo_mu, hi_mu = center - window_dex, center + window_dex

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_GRID",
     "Prior",
     "age_grid",
+    "check_grid",
     "coarse_indices",
     "interpolate_to_grid",
     "log_prior",
@@ -40,6 +41,38 @@ def age_grid(lo: float = DEFAULT_GRID[0], hi: float = DEFAULT_GRID[1], n: int = 
     if n < 3:
         raise DomainError(f"age grid needs at least 3 points, got {n}")
     return np.linspace(lo, hi, int(n))
+
+
+def check_grid(grid, name: str = "grid") -> np.ndarray:
+    """A user-supplied age grid as a float array, or one line saying what is wrong with it.
+
+    Parameters
+    ----------
+    grid
+        log10 age [log10 Myr]: one-dimensional, finite, strictly increasing, at least 3 points.
+    name
+        The argument's name, for the message.
+
+    Raises
+    ------
+    DomainError
+        The grid is not numeric, not one-dimensional, has fewer than 3 points, a non-finite value
+        or is not strictly increasing.
+    """
+    try:
+        arr = np.asarray(grid, dtype=float)
+    except (TypeError, ValueError):
+        raise DomainError(f"{name} must be numbers (log10 age [log10 Myr]), got {type(grid).__name__}") from None
+    if arr.ndim != 1 or len(arr) < 3:
+        raise DomainError(f"{name} must be a 1-D array of at least 3 log10 ages [log10 Myr], got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if len(bad):
+        raise DomainError(f"{name} must be finite: {name}[{bad[0]}] = {arr[bad[0]]}")
+    steps = np.flatnonzero(np.diff(arr) <= 0)
+    if len(steps):
+        i = steps[0]
+        raise DomainError(f"{name} must be strictly increasing: {name}[{i}] = {arr[i]} >= {name}[{i + 1}] = {arr[i + 1]}")
+    return arr
 
 
 def log_prior(grid: np.ndarray, prior: Prior = "log-flat") -> np.ndarray:
@@ -114,7 +147,10 @@ def interpolate_to_grid(values: np.ndarray, nodes: np.ndarray, grid: np.ndarray)
     finite = np.isfinite(values)
     if finite.all():
         return CubicSpline(nodes, values, axis=-1)(grid)
-    # Rows with -inf (zero density) at some nodes: interpolate the clipped values, keep zeros.
-    floor = np.nanmin(np.where(finite, values, np.inf), axis=-1, keepdims=True) - 50.0
-    return CubicSpline(nodes, np.where(finite, values, floor), axis=-1)(grid)
+    # Rows with -inf (zero density) at some nodes: interpolate the clipped values; rows with no
+    # finite node are -inf everywhere (zero density, flagged by the callers).
+    floor = np.min(np.where(finite, values, np.inf), axis=-1, keepdims=True) - 50.0
+    empty = ~np.isfinite(floor)
+    out = CubicSpline(nodes, np.where(finite, values, np.where(empty, 0.0, floor)), axis=-1)(grid)
+    return np.where(empty, -np.inf, out)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 from .ages import REQUIRED, _require, star_ages
 from .artifact import resolve_model
 from .catalogue import CSV_READ_OPTIONS
-from .errors import ChronoflowError
+from .errors import ChronoflowError, first_line
 from .flow import RotationModel
 from .posterior import Prior
 
@@ -117,7 +118,10 @@ def table_chunks(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator
     suffix = _suffix(path, INPUT_SUFFIXES, "input")
     start = 0
     if suffix == ".csv":
-        chunks = pd.read_csv(path, chunksize=int(chunk_rows), **CSV_READ_OPTIONS)
+        try:
+            chunks = pd.read_csv(path, chunksize=int(chunk_rows), **CSV_READ_OPTIONS)
+        except Exception as exc:
+            raise ChronoflowError(f"could not read {path.name}: {type(exc).__name__}: {first_line(exc)}") from None
     else:
         import pyarrow.parquet as pq
 
@@ -126,7 +130,13 @@ def table_chunks(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator
             chunks = iter([parquet.schema_arrow.empty_table().to_pandas()])
         else:
             chunks = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=int(chunk_rows)))
-    for chunk in chunks:
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except Exception as exc:  # an empty, binary or malformed file: one line, naming it
+            raise ChronoflowError(f"could not read {path.name}: {type(exc).__name__}: {first_line(exc)}") from None
         chunk.index = pd.RangeIndex(start, start + len(chunk))
         start += len(chunk)
         yield chunk
@@ -179,10 +189,13 @@ def _arrow_schema(frame: pd.DataFrame):
 
 
 class _Writer:
-    """Append chunks to one Parquet file (fixed schema from the first chunk) or one CSV file."""
+    """Append chunks to one Parquet file (fixed schema from the first chunk) or one CSV file.
 
-    def __init__(self, path: Path):
-        self.path, self.suffix = path, _suffix(path, OUTPUT_SUFFIXES, "output")
+    ``suffix`` (``.parquet`` or ``.csv``) sets the format; default: that of ``path``.
+    """
+
+    def __init__(self, path: Path, suffix: str | None = None):
+        self.path, self.suffix = path, suffix or _suffix(path, OUTPUT_SUFFIXES, "output")
         self._parquet = None
         self._schema = None
 
@@ -211,6 +224,11 @@ class _Writer:
     def close(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
+
+
+def _partial_path(dst: Path, kind: str = "partial") -> Path:
+    """A hidden temporary name beside ``dst`` (same file system, so the final rename is atomic)."""
+    return dst.with_name(f".{dst.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _progress(disable: bool):
@@ -242,7 +260,10 @@ def age_stars_file(
         Input ``.csv`` (``NULL`` or empty = missing) or ``.parquet`` with ``Prot`` [d],
         ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag].
     dst
-        Output ``.parquet`` (default choice) or ``.csv``; overwritten.
+        Output ``.parquet`` (default choice) or ``.csv``; replaced only once every row is written.
+        The rows go to a hidden temporary file beside it (``.NAME.partial-PID-XXXXXXXX``), renamed
+        onto ``dst`` at the end; if the run fails or is interrupted, the temporary file is removed
+        and an existing ``dst`` is left as it was.
     chunk_rows
         Rows per chunk.
     model
@@ -267,16 +288,22 @@ def age_stars_file(
     total = count_rows(src) if Path(src).is_file() else None
     t0 = time.perf_counter()
     n_rows = n_aged = n_flagged = n_chunks = 0
-    writer = _Writer(dst)
+    partial = _partial_path(dst)
+    writer = _Writer(partial, suffix=_suffix(dst, OUTPUT_SUFFIXES, "output"))
     try:
-        with _progress(disable=not progress) as bar:
-            task = bar.add_task("age", total=total)
-            for chunk in table_chunks(src, chunk_rows):
-                aged = age_chunk(chunk, model=model, prior=prior, **kwargs)
-                writer.write(aged)
-                rows, with_age, flagged = _counts(aged)
-                n_rows, n_aged, n_flagged, n_chunks = n_rows + rows, n_aged + with_age, n_flagged + flagged, n_chunks + 1
-                bar.update(task, advance=len(aged))
-    finally:
-        writer.close()
+        try:
+            with _progress(disable=not progress) as bar:
+                task = bar.add_task("age", total=total)
+                for chunk in table_chunks(src, chunk_rows):
+                    aged = age_chunk(chunk, model=model, prior=prior, **kwargs)
+                    writer.write(aged)
+                    rows, with_age, flagged = _counts(aged)
+                    n_rows, n_aged, n_flagged, n_chunks = n_rows + rows, n_aged + with_age, n_flagged + flagged, n_chunks + 1
+                    bar.update(task, advance=len(aged))
+        finally:
+            writer.close()
+        os.replace(partial, dst)
+    except BaseException:  # also Ctrl-C: never leave a file that looks complete
+        partial.unlink(missing_ok=True)
+        raise
     return StreamReport(n_rows, n_aged, n_flagged, n_chunks, time.perf_counter() - t0, str(dst))

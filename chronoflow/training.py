@@ -346,7 +346,7 @@ def train(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _threads(config.threads), Progress(*columns, disable=not progress, transient=False) as bar:
         scaling = Standardization.fit(tr[0], tr[1])
-        domain = TrainingDomain.fit(tr[1])
+        domain = TrainingDomain.fit(tr[1], tr[0])
         flow, flow_info = _fit(
             build_model(flow_config, scaling, domain, seed=config.seed), tr, va, config, config.max_epochs, bar, "flow (split)"
         )
@@ -365,7 +365,7 @@ def train(
         if config.refit_all and va is not None:
             everything = _arrays(df)
             scaling_all = Standardization.fit(everything[0], everything[1])
-            domain_all = TrainingDomain.fit(everything[1])
+            domain_all = TrainingDomain.fit(everything[1], everything[0])
             final, final_info = _fit(
                 build_model(flow_config, scaling_all, domain_all, seed=config.seed), everything, None,
                 config, flow_info["best_epoch"], bar, "flow (all clusters)",

@@ -12,6 +12,7 @@ import pytest
 
 from chronoflow.ages import cluster_age, cluster_ages, star_ages
 from chronoflow.artifact import load_model
+from chronoflow.catalogue import training_sample
 from chronoflow.errors import ChronoflowError, DomainError
 from chronoflow.flow import make_context
 from chronoflow.posterior import age_grid, quantiles
@@ -104,22 +105,102 @@ def test_star_rows_are_kept_and_flagged(model):
     )  # fmt: skip
     out = star_ages(df, model=model)
     assert list(out.index) == [10, 11, 12, 13, 14] and out["name"].tolist() == list("abcde")
-    flags = out["flag"].tolist()
-    assert [f.split(",")[0] for f in flags] == ["", "missing_value", "nonpositive", "colour_outside_domain", "nonpositive"]
-    assert flags[:3] + flags[4:] == ["", "missing_value", "nonpositive", "nonpositive"]  # no age flag on the others
-    assert np.isfinite(out.loc[[10, 13], "log10_age_median"]).all()
-    assert out.loc[[11, 12, 14], "log10_age_median"].isna().all()
+    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain", "nonpositive"]
+    assert np.isfinite(out.loc[10, "log10_age_median"])
+    assert out.loc[[11, 12, 13, 14], "log10_age_median"].isna().all()  # out of the domain: no number
     assert out.loc[10, "log10_age_p16"] < out.loc[10, "log10_age_median"] < out.loc[10, "log10_age_p84"]
     assert out.loc[10, "age_myr_median"] == pytest.approx(10 ** out.loc[10, "log10_age_median"])
     assert "log10_age_median" not in df.columns  # caller's frame untouched
 
 
-def test_ages_beyond_the_calibration_clusters_are_flagged(model):
-    """A K dwarf spinning at 60 d is older than M67 (3.87 Gyr): its interval reaches beyond, and says so."""
+# One row per domain edge: (Prot [d], BPRP_0 [mag], e_BPRP_0 [mag]) and the flag the rule gives.
+EDGE_ROWS = [
+    ((8.0, 1.2, 0.02), ""),
+    ((500.0, 1.2, 0.02), "period_outside_domain"),  # beyond the training stars' 172 d
+    ((0.01, 1.2, 0.02), "period_outside_domain"),  # below their 0.031 d
+    ((8.0, 9.0, 0.02), "colour_outside_domain"),
+    ((8.0, -0.5, 0.02), "colour_outside_domain"),
+    ((8.0, 1.2, 0.9), "error_above_domain"),
+    ((8.0, 1.2, 0.001), "error_below_domain"),
+    ((np.inf, 1.2, 0.02), "missing_value"),
+    ((8.0, 1.2, -0.1), "nonpositive"),
+]
+
+
+def test_every_domain_edge_is_flagged_and_aged_by_one_rule(model, catalogue):
+    """star_ages and cluster_age apply the same rule: out-of-domain rows get no age (NaN) and
+    are not used, unless include_out_of_domain; a too-small error is aged at the domain's floor."""
+    rows = pd.DataFrame([r for r, _ in EDGE_ROWS], columns=["Prot", "BPRP_0", "e_BPRP_0"])
+    rows["mem_prob_source"], rows["cluster"] = 1.0, "edges"
+    expected = [f for _, f in EDGE_ROWS]
+    out = star_ages(rows, model=model)
+    assert out["flag"].tolist() == expected
+    aged = [f in ("", "error_below_domain") for f in expected]
+    assert np.isfinite(out["log10_age_median"]).tolist() == aged
+    # The floor: an error below the domain ages exactly as one at the floor does.
+    floor = 10 ** model.domain.log10_e_bprp0[0]
+    at_floor = star_ages(rows.iloc[[6]].assign(e_BPRP_0=floor), model=model)
+    assert out["log10_age_median"].iloc[6] == pytest.approx(at_floor["log10_age_median"].iloc[0], abs=1e-12)
+    # cluster_age uses exactly the rows star_ages ages.
+    res = cluster_age(rows, model=model, cuts=False)
+    assert res.stars["used"].tolist() == aged and res.stars["flag"].tolist() == expected
+    # include_out_of_domain: both age the out-of-domain rows (extrapolated, still flagged).
+    wide = star_ages(rows, model=model, include_out_of_domain=True)
+    usable = [f not in ("missing_value", "nonpositive") for f in expected]
+    assert np.isfinite(wide["log10_age_median"]).tolist() == usable
+    assert all(w.startswith(f) for w, f in zip(wide["flag"], expected))
+    res = cluster_age(rows, model=model, cuts=False, include_out_of_domain=True)
+    assert res.stars["used"].tolist() == usable
+
+
+def test_ages_beyond_the_calibration_clusters_are_flagged_and_open(model):
+    """A K dwarf spinning at 60 d is older than M67 (3.87 Gyr): its interval reaches beyond the
+    calibration ages, says so, and is open there (its upper end is the grid's end)."""
     df = pd.DataFrame({"Prot": [60.0, 8.0], "BPRP_0": [1.5, 1.2], "e_BPRP_0": [0.02, 0.02]})
-    out = star_ages(df, model=model)
-    assert out["log10_age_p84"].iloc[0] > model.domain.log10_age_myr[1]
+    out, dens = star_ages(df, model=model, return_posteriors=True)
+    grid = age_grid()
     assert "age_above_calibration" in out["flag"].iloc[0] and out["flag"].iloc[1] == ""
+    assert out["log10_age_p84"].iloc[0] == grid[-1] and out["age_myr_p84"].iloc[0] == pytest.approx(10 ** grid[-1])
+    # The median is the posterior's own, and its 84 % point lies beyond the calibration ages.
+    p16, med, p84 = quantiles(dens[0], grid)
+    assert out["log10_age_median"].iloc[0] == pytest.approx(med, abs=1e-12) and p84 > model.domain.log10_age_myr[1]
+    assert out["log10_age_p16"].iloc[0] == pytest.approx(p16, abs=1e-12)
+    assert out["log10_age_p84"].iloc[1] == pytest.approx(quantiles(dens[1], grid)[2], abs=1e-12)
+
+
+def test_duplicate_index_labels_do_not_mark_cut_rows_used(model, catalogue):
+    """A row removed by the cuts stays unused even when a kept row shares its index label."""
+    ple = catalogue[catalogue["cluster"] == "Pleiades"].copy()
+    kept = training_sample(ple)[0].index
+    cut = ple.index[~ple.index.isin(kept)]
+    assert len(cut) > 0
+    dup = ple.copy()
+    dup.index = np.where(dup.index.isin(cut), kept[0], dup.index)
+    ref, res = cluster_age(ple, model=model), cluster_age(dup, model=model)
+    assert res.n_used == ref.n_used and res.stars["used"].tolist() == ref.stars["used"].tolist()
+    assert res.summary["median"] == pytest.approx(ref.summary["median"], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [([1.0, 0.5, 2.0], "strictly increasing"), ([0.0, np.nan, 2.0], "finite"), ([1.0, 2.0], "at least 3"),
+     ([[0.0, 1.0, 2.0]], "1-D"), ("abc", "numbers")],
+)  # fmt: skip
+def test_a_bad_grid_is_refused_in_one_line(model, catalogue, grid, match):
+    star = pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02]})
+    for call in (lambda: star_ages(star, model=model, grid=grid), lambda: cluster_age(catalogue, "Pleiades", model=model, grid=grid)):
+        with pytest.raises(DomainError, match=match) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_a_prior_zero_everywhere_is_refused(model, catalogue):
+    star = pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02]})
+    nowhere = lambda g: np.full_like(g, -np.inf)  # noqa: E731
+    with pytest.raises(DomainError, match="prior is zero"):
+        star_ages(star, model=model, prior=nowhere)
+    with pytest.raises(DomainError, match="zero or undefined at every age"):
+        cluster_age(catalogue, "Pleiades", model=model, prior=nowhere)
 
 
 def test_priors(model):
@@ -157,7 +238,7 @@ def test_cluster_counts_and_outliers(model, catalogue):
     used = res.stars[res.stars["used"]]
     assert used["p_outlier"].between(0, 1).all() and res.stars.loc[~res.stars["used"], "p_outlier"].isna().all()
     # Inject field stars far from the sequence: they come out as likely outliers.
-    field = used.head(5).assign(GaiaDR3_ID=-np.arange(1, 6), Prot=200.0, BPRP_0=0.9)
+    field = used.head(5).assign(GaiaDR3_ID=-np.arange(1, 6), Prot=120.0, BPRP_0=0.9)
     res2 = cluster_age(pd.concat([catalogue, field]), "Pleiades", model=model)
     assert (res2.stars.tail(5)["p_outlier"] > 0.9).all()
 

@@ -16,6 +16,7 @@ from chronoflow.catalogue import (
     catalogue_registry,
     load_catalogue,
     save_catalogue,
+    summarize,
     training_sample,
     validate_catalogue,
 )
@@ -64,6 +65,23 @@ def test_registry_is_pinned():
     assert entry["sha256"] == "577e4366d164a2c7d9f77320cf86c1da3fbd94ead92ddb2a63d5c10661674238"
     assert "f0b766f7d057c4e8f9a64a867414d25c5d985cd6" in entry["url"]
     assert entry["doi"] == "10.5281/zenodo.15482094"
+
+
+def test_summarize_by_cluster_and_subgroup(catalogue):
+    by_cluster = summarize(catalogue)
+    assert len(by_cluster) == 27 and by_cluster["n_stars"].sum() == len(catalogue)
+    assert by_cluster["age_myr"].is_monotonic_increasing
+    assert by_cluster["n_stars"].loc["Pleiades"] == (catalogue["cluster"] == "Pleiades").sum()
+    assert summarize(catalogue, by="subgroup")["n_stars"].sum() == len(catalogue)
+
+
+@pytest.mark.parametrize(("by", "what"), [("foo", "not a column of the catalogue"), ("Prot", "a numeric column")])
+def test_summarize_by_an_unknown_column_is_one_line(catalogue, by, what):
+    with pytest.raises(CatalogueError) as info:
+        summarize(catalogue, by=by)
+    msg = str(info.value)
+    assert "\n" not in msg and f"cannot summarize by {by!r}: {what}" in msg
+    assert msg.endswith("group by one of: 'cluster', 'subgroup', 'data_catalog', 'Prot_source', 'dustmap'")
 
 
 @pytest.fixture

@@ -69,3 +69,39 @@ def test_model_info_shows_the_ensemble_and_its_model_error():
     assert res.returncode == 0, res.stderr
     assert "ensemble" in res.stdout and "members" in res.stdout
     assert "model error" in res.stdout and "leave-one-out" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--membership", "mem"), "pass --membership none to treat every star as a member"),
+        (("--f-out", "1.5"), "--f-out must be in [0, 1), got 1.5"),
+    ],
+)
+def test_errors_speak_the_words_of_the_command_line(tmp_path, args, expected):
+    """An error raised by the Python API names the CLI option, not the Python argument."""
+    src = tmp_path / "one.csv"
+    pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02], "cluster": ["a"]}).to_csv(src, index=False)
+    res = _run("age-cluster", str(src), *args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and expected in res.stderr
+    assert "membership=None" not in res.stderr and "f_out" not in res.stderr
+
+
+def test_in_cli_words_leaves_other_text_alone():
+    from chronoflow.cli import in_cli_words
+
+    msg = "missing column 'e_BPRP_0' in mem_prob_source; x=None stays"
+    assert in_cli_words(msg) == msg
+    assert in_cli_words("choose one with cluster=NAME") == "choose one with --cluster NAME"
+
+
+def test_age_stars_keeps_out_of_domain_rows_without_an_age_unless_asked(tmp_path):
+    src, dst = tmp_path / "stars.csv", tmp_path / "ages.csv"
+    pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 9.0], "e_BPRP_0": [0.02, 0.02, 0.02]}).to_csv(src, index=False)
+    assert _run("age-stars", str(src), "--out", str(dst), "--no-progress").returncode == 0
+    out = pd.read_csv(dst, na_values="NULL")
+    assert out["flag"].fillna("").tolist() == ["", "period_outside_domain", "colour_outside_domain"]
+    assert out["log10_age_median"].notna().tolist() == [True, False, False]
+    assert _run("age-stars", str(src), "--out", str(dst), "--no-progress", "--include-out-of-domain").returncode == 0
+    assert pd.read_csv(dst, na_values="NULL")["log10_age_median"].notna().all()

@@ -17,7 +17,7 @@ from chronoflow.extinction import (
     BPRP0_RANGE,
     DeredFlag,
     DustMapMissingError,
-    ExtinctionConvergenceError,
+    ExtinctionConvergenceWarning,
     ExtinctionRangeWarning,
     deredden_bprp,
     deredden_table,
@@ -199,9 +199,34 @@ def test_call_mistakes_raise_one_line_domain_errors(kwargs):
     assert isinstance(info.value, (ChronoflowError, ValueError)) and "\n" not in str(info.value)
 
 
-def test_non_convergence_fails_loudly():
-    with pytest.raises(ExtinctionConvergenceError, match="did not converge"):
-        deredden_bprp(1.0, a0=1.0, max_iter=1)
+def test_a_star_that_does_not_converge_is_flagged_and_the_others_kept():
+    # Observed BP-RP = 7.5 mag behind A0 = 16 mag: Newton's method cycles between the clamped
+    # edges of the law (found by a grid search; the default 50 iterations never settle).
+    obs, a0 = [1.0, 7.5, 1.6, np.nan], [0.3, 16.0, 2.0, 0.1]
+    with pytest.warns(ExtinctionConvergenceWarning, match=r"^1 star\(s\) did not converge in max_iter=50 iterations") as rec:
+        res = deredden_bprp(obs, a0=a0, e_bprp_obs=0.01, e_a0=0.05)
+    assert len([w for w in rec if w.category is ExtinctionConvergenceWarning]) == 1
+    assert res.flags[1] == DeredFlag.NOT_CONVERGED and res.flags[3] == DeredFlag.BAD_INPUT
+    assert res.flags[0] == DeredFlag.OK and res.flags[2] == DeredFlag.OK
+    for name in ("bprp0", "e_bprp0", "excess", "a0"):
+        v = getattr(res, name)
+        assert np.isnan(v[1]) and np.isfinite(v[[0, 2]]).all(), name
+    for i in (0, 2):  # the other stars are exactly what they get on their own
+        alone = deredden_bprp(obs[i], a0=a0[i], e_bprp_obs=0.01, e_a0=0.05)
+        assert res.bprp0[i] == pytest.approx(alone.bprp0, abs=1e-9)
+        assert res.e_bprp0[i] == pytest.approx(alone.e_bprp0, rel=1e-9)
+        assert abs(_redden(res.bprp0[i], a0[i]) - obs[i]) < 1e-9  # and really solve the equation
+
+
+def test_an_iteration_limit_too_small_flags_only_the_unsolved_stars():
+    # A0 = 0 is solved by the first Newton step; A0 = 1 mag needs 4 (measured).
+    with pytest.warns(ExtinctionConvergenceWarning, match=r"^2 star\(s\) did not converge in max_iter=1 iterations"):
+        res = deredden_bprp([1.0, 1.2, 0.8], a0=[0.0, 1.0, 1.0], max_iter=1)
+    assert list(res.flags) == [DeredFlag.OK, DeredFlag.NOT_CONVERGED, DeredFlag.NOT_CONVERGED]
+    assert res.bprp0[0] == 1.0 and np.isnan(res.bprp0[1:]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough iterations: silent, nothing flagged
+        assert deredden_bprp(1.2, a0=1.0, max_iter=4).flags == DeredFlag.OK
 
 
 def test_deredden_table_adds_columns_and_leaves_the_input_intact():
@@ -209,15 +234,37 @@ def test_deredden_table_adds_columns_and_leaves_the_input_intact():
     before = df.copy()
     out = deredden_table(df, ebv_col="EBV", e_bprp_col="e_BPRP")
     pd.testing.assert_frame_equal(df, before)
+    assert out["DERED_FLAG"].dtype == np.int16
     direct = deredden_bprp(df["BPRP"].to_numpy(), ebv=df["EBV"].to_numpy(), e_bprp_obs=0.01)
     assert np.allclose(out["BPRP_0"], direct.bprp0, equal_nan=True)
     assert np.allclose(out["e_BPRP_0"], direct.e_bprp0, equal_nan=True)
     assert np.allclose(out["E_BPRP"], direct.excess, equal_nan=True)
     assert list(out["DERED_FLAG"]) == [0, 0, DeredFlag.BAD_INPUT]
     with pytest.raises(DomainError, match="A0"):
-        deredden_table(df)  # default A0 column absent
+        deredden_table(df, e_bprp_col="e_BPRP")  # default A0 column absent
     with pytest.raises(DomainError, match="not both"):
-        deredden_table(df, a0_col="EBV", ebv_col="EBV")
+        deredden_table(df, a0_col="EBV", ebv_col="EBV", e_bprp_col="e_BPRP")
+
+
+def test_deredden_table_requires_a_colour_error_and_never_writes_a_nonpositive_one():
+    df = pd.DataFrame({"bp_rp": [0.9, 1.8, 1.2, 1.4, 1.1], "A0": [0.2, 0.5, 0.3, 0.0, 0.4],
+                       "e_bp_rp": [0.01, 0.02, 0.0, 0.0, np.nan], "e_A0": [0.05, 0.05, 0.0, 0.05, 0.05]})  # fmt: skip
+    for kwargs in ({}, {"e_a0_col": "e_A0"}):  # without a colour error: refused, whatever else is given
+        with pytest.raises(DomainError) as info:
+            deredden_table(df, bprp_col="bp_rp", **kwargs)
+        msg = str(info.value)
+        assert "\n" not in msg and "e_bprp_col=" in msg and "'bp_rp'" in msg
+    out = deredden_table(df, bprp_col="bp_rp", e_bprp_col="e_bp_rp", e_a0_col="e_A0")
+    err = out["e_BPRP_0"].to_numpy()
+    assert np.all((err > 0) | np.isnan(err))
+    # Rows 0-1: the colour and A0 errors propagated, as deredden_bprp gives them.
+    direct = deredden_bprp(df["bp_rp"][:2], a0=df["A0"][:2], e_bprp_obs=df["e_bp_rp"][:2], e_a0=df["e_A0"][:2])
+    assert np.allclose(err[:2], direct.e_bprp0, rtol=1e-12) and np.all(err[:2] > df["e_bp_rp"][:2])
+    # Rows 2-4: a zero or missing colour error is bad input (row 3 would otherwise get a
+    # positive error from e_A0 alone, row 2 exactly 0).
+    assert list(out["DERED_FLAG"]) == [0, 0, DeredFlag.BAD_INPUT, DeredFlag.BAD_INPUT, DeredFlag.BAD_INPUT]
+    assert out[["BPRP_0", "e_BPRP_0", "E_BPRP"]].iloc[2:].isna().all().all()
+    assert out[["BPRP_0", "e_BPRP_0", "E_BPRP"]].iloc[:2].notna().all().all()
 
 
 # --- dust maps ----------------------------------------------------------------------------------
