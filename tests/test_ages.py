@@ -287,3 +287,8 @@ def test_cli_age_stars(tmp_path):
     assert len(out) == 3 and out["flag"].tolist() == ["", "missing_value", ""]
     res = _cli("age-cluster", str(src), "--cluster", "x")
     assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
+
+
+def test_cluster_ages_without_the_by_column_is_refused_in_one_line(model, catalogue):
+    with pytest.raises(ChronoflowError, match="missing column 'subgroup'"):
+        cluster_ages(catalogue.drop(columns="subgroup"), by="subgroup", model=model)
