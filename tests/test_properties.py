@@ -114,7 +114,7 @@ def test_star_ages_keep_every_row_and_flag_by_the_rule(values, kind, include):
         assert ",".join(domain_part) == exp
         aged = not any(t in exp.split(",") for t in never)
         if "zero_likelihood" in tokens:  # only where the flow is pushed far outside its domain
-            assert include and "outside_domain" in exp or "above_domain" in exp
+            assert include and ("outside_domain" in exp or "above_domain" in exp)
             aged = False
         assert math.isfinite(median) == aged
         if aged:
