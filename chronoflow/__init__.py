@@ -2,8 +2,8 @@
 
 Ages of stars and star clusters from their rotation periods, built on the open-cluster rotator
 catalogue of the ChronoFlow paper (Van-Lane et al.). The pipeline, lowest layer first:
-catalogue and extinction -> flow -> training -> inference (posterior grids, ages) ->
-forward modelling / validation -> plotting -> CLI.
+catalogue and extinction -> flow -> training -> inference (likelihood, posterior grids, fast
+ages, hierarchical ages) -> forward modelling / systematics / validation -> plotting -> CLI.
 
 The public names below are imported on first use, so ``import chronoflow`` (and the CLI's
 ``--help``) does not pay for torch until a model is needed.
@@ -24,6 +24,10 @@ _EXPORTS = {
     "errors": ["CatalogueError", "ChronoflowError", "DomainError", "ModelError"],
     "extinction": ["deredden_bprp", "deredden_table", "extinction_coefficients", "extinction_from_dustmap"],
     "flow": ["FlowConfig", "make_context"],
+    "forward": ["sample_periods", "spin_down_tracks", "synthetic_cluster"],
+    "hierarchical": ["FullClusterAge", "full_cluster_age"],
+    "likelihood": ["StarInputs", "star_flags"],
+    "systematics": ["systematics_sweep"],
     "training": ["TrainConfig", "train"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -38,6 +42,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .errors import CatalogueError, ChronoflowError, DomainError, ModelError
     from .extinction import deredden_bprp, deredden_table, extinction_coefficients, extinction_from_dustmap
     from .flow import FlowConfig, make_context
+    from .forward import sample_periods, spin_down_tracks, synthetic_cluster
+    from .hierarchical import FullClusterAge, full_cluster_age
+    from .likelihood import StarInputs, star_flags
+    from .systematics import systematics_sweep
     from .training import TrainConfig, train
 
 

@@ -23,7 +23,6 @@ the cluster log-likelihood is the sum over stars, with a prior flat in log age b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +35,25 @@ from .catalogue import training_sample
 from .ensemble import member_log_prob_grid, n_members
 from .errors import ChronoflowError, DomainError
 from .flow import RotationModel
+from .likelihood import (
+    DEFAULT_BACKGROUND,
+    OUT_OF_DOMAIN_FLAGS,
+    REQUIRED,
+    UNUSABLE_FLAGS,
+    Background,
+    StarInputs,
+    add_flag,
+    background_logpdf,
+    membership_probabilities,
+    mixture_terms,
+    require_columns,
+    star_flags,
+)
 from .model_error import ModelErrorCurve, error_budget
 from .posterior import (
     Prior,
     age_grid,
+    cdf,
     check_grid,
     coarse_indices,
     interpolate_to_grid,
@@ -55,16 +69,9 @@ __all__ = [
     "cluster_age",
     "cluster_ages",
     "model_error_curve",
-    "model_inputs",
     "star_ages",
     "star_flags",
 ]
-
-#: Columns a table needs for ageing.
-REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
-#: The paper's background: uniform in log10 Prot [log10 d] over this range.
-DEFAULT_BACKGROUND = (-1.75, 2.5)
-
 
 def _model_name(model: RotationModel) -> str:
     card = getattr(model, "card", {}) or {}
@@ -75,82 +82,6 @@ def model_error_curve(model: RotationModel) -> ModelErrorCurve | None:
     """The calibrated model-error term recorded in the model's card (``None`` when absent)."""
     d = (getattr(model, "card", {}) or {}).get("model_error")
     return ModelErrorCurve.from_dict(d["curve"]) if d else None
-
-
-def _require(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ChronoflowError(
-            f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; ageing needs "
-            "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]"
-        )
-
-
-#: Flags of rows that cannot be aged: NaN ages, never used in a cluster.
-UNUSABLE_FLAGS = ("missing_value", "nonpositive", "zero_likelihood")
-#: Flags of rows outside the training domain: NaN ages and not used in a cluster unless
-#: ``include_out_of_domain=True`` (then aged by the flow's extrapolation, and still flagged).
-OUT_OF_DOMAIN_FLAGS = ("period_outside_domain", "colour_outside_domain", "error_above_domain")
-
-
-def _add_flag(flags: np.ndarray, mask: np.ndarray, name: str) -> None:
-    flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
-
-
-def star_flags(df: pd.DataFrame, model: RotationModel) -> pd.Series:
-    """Why each row cannot be aged, or is aged at an edge of the training domain ('' when fine).
-
-    The rule every entry point applies (:func:`star_ages`, :func:`cluster_age`, the
-    hierarchical model, streaming and Dask). Flags (comma-separated):
-
-    * ``missing_value``: Prot, BPRP_0 or e_BPRP_0 is missing, infinite or not a number;
-      ``nonpositive``: Prot <= 0 d or e_BPRP_0 <= 0 mag. Never aged (NaN ages).
-    * ``period_outside_domain``, ``colour_outside_domain``, ``error_above_domain``: log10 Prot,
-      (BP-RP)0 or log10 e_BPRP_0 beyond the ranges of the training stars
-      (``model.domain``; the shipped model: 0.031-172 d, -0.001-4.28 mag, errors up to 0.45 mag).
-      Not aged by default; ``include_out_of_domain=True`` ages them by the flow's extrapolation.
-    * ``error_below_domain``: a colour error smaller than the training stars' (0.014 mag for
-      the shipped model). Aged, with the error raised to that floor (a conservative choice: the
-      model never learned how tight a sequence a smaller error gives).
-
-    :func:`star_ages` adds ``zero_likelihood`` (the posterior is zero on the whole grid) and
-    ``age_below_calibration`` / ``age_above_calibration``.
-    """
-    _require(df, REQUIRED)
-    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
-    flags = np.full(len(df), "", dtype=object)
-    missing = ~(np.isfinite(prot) & np.isfinite(col) & np.isfinite(err))
-    _add_flag(flags, missing, "missing_value")
-    d = model.domain
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nonpositive = ~missing & ((prot <= 0) | (err <= 0))
-        _add_flag(flags, nonpositive, "nonpositive")
-        fine = ~missing & ~nonpositive
-        log_prot, log_err = np.log10(np.where(fine, prot, 1.0)), np.log10(np.where(fine, err, 1.0))
-        _add_flag(flags, fine & ((log_prot < d.log10_prot[0]) | (log_prot > d.log10_prot[1])), "period_outside_domain")
-        _add_flag(flags, ~missing & ((col < d.bprp0[0]) | (col > d.bprp0[1])), "colour_outside_domain")
-        _add_flag(flags, fine & (log_err > d.log10_e_bprp0[1]), "error_above_domain")
-        _add_flag(flags, fine & (log_err < d.log10_e_bprp0[0]), "error_below_domain")
-    return pd.Series(flags, index=df.index, name="flag")
-
-
-def _has_flag(flags: pd.Series | np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-    pattern = "|".join(rf"(?:^|,){n}(?:,|$)" for n in names)
-    return pd.Series(np.asarray(flags, dtype=object)).str.contains(pattern, regex=True).to_numpy(bool)
-
-
-def _unusable(flags: pd.Series | np.ndarray, include_out_of_domain: bool = False) -> np.ndarray:
-    """Rows that get no age: unusable, or outside the training domain unless it is included."""
-    return _has_flag(flags, UNUSABLE_FLAGS if include_out_of_domain else UNUSABLE_FLAGS + OUT_OF_DOMAIN_FLAGS)
-
-
-def model_inputs(df: pd.DataFrame, model: RotationModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The flow's inputs for rows that can be aged: log10 Prot [log10 d], (BP-RP)0 [mag] and
-    log10 e_BPRP_0 [log10 mag], the error raised to the training domain's floor
-    (``error_below_domain``, see :func:`star_flags`)."""
-    prot, col, err = (pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in REQUIRED)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.log10(prot), col, np.maximum(np.log10(err), model.domain.log10_e_bprp0[0])
 
 
 def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes):
@@ -233,10 +164,10 @@ def star_ages(
         raise DomainError(f"n_nodes must be an integer >= 4, got {n_nodes!r}")
     if int(chunk_stars) != chunk_stars or chunk_stars < 1:
         raise DomainError(f"chunk_stars must be an integer >= 1, got {chunk_stars!r}")
-    _require(df, REQUIRED)
-    flags = np.array(star_flags(df, model), dtype=object)  # a writable copy
-    ok = ~_unusable(flags, include_out_of_domain)
-    log_prot, col, log_err = model_inputs(df, model)
+    inputs = StarInputs.from_frame(df, model)
+    flags = inputs.flags.copy()
+    ok = inputs.usable(include_out_of_domain)
+    log_prot, col, log_err = inputs.log_prot, inputs.colour, inputs.log_err
     logp = log_prior(grid, prior)
     if not np.isfinite(logp).any():
         raise DomainError("the prior is zero at every age of the grid; give a prior with support on the grid")
@@ -249,7 +180,7 @@ def star_ages(
         log_post = _star_log_posterior(model, log_prot[rows], col[rows], log_err[rows], grid, logp, method, int(n_nodes))
         dens = normalize(log_post, grid)
         good = np.isfinite(dens).all(axis=1)
-        _add_flag(flags, rows[~good], "zero_likelihood")
+        add_flag(flags, rows[~good], "zero_likelihood")
         for c, v in summarize_posterior(dens, grid).items():
             summary[c][rows] = np.where(good, v, np.nan)
         if posteriors is not None:
@@ -259,8 +190,8 @@ def star_ages(
     lo, hi = model.domain.log10_age_myr
     with np.errstate(invalid="ignore"):
         below, above = summary["p16"] < lo, summary["p84"] > hi
-    _add_flag(flags, below, "age_below_calibration")
-    _add_flag(flags, above, "age_above_calibration")
+    add_flag(flags, below, "age_below_calibration")
+    add_flag(flags, above, "age_above_calibration")
     summary["p16"][below], summary["p84"][above] = grid[0], grid[-1]
     out = df.copy()
     for c in ("p16", "median", "p84", "map"):
@@ -339,6 +270,27 @@ class ClusterAge:
             "flag": self.flag,
         }
 
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one line of JSON."""
+        import json
+
+        return json.dumps(self.to_dict())
+
+    def to_text(self) -> str:
+        """The summary ``chronoflow age-cluster`` prints: stars used, median and 16/84 % in log10
+        Myr and Myr, the error parts [dex], the total interval and the flag."""
+        a, q, e = self.age_myr, self.summary, self.error_dex
+        t_lo, t_hi = self.total_interval
+        lines = [
+            f"{self.cluster}: {self.n_used} of {self.n_rows} stars used",
+            f"  log10 age/Myr = {q['median']:.3f} (+{q['p84'] - q['median']:.3f} / -{q['median'] - q['p16']:.3f})",
+            f"  age = {a['median']:.1f} Myr (16-84 %: {a['p16']:.1f} - {a['p84']:.1f} Myr)",
+            f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f} (ensemble {e['ensemble']:.3f}, "
+            f"calibrated {e['calibrated']:.3f}, extrapolation {e['extrapolation']:.3f}), total {e['total']:.3f}",
+            f"  total interval: {10**t_lo:.1f} - {10**t_hi:.1f} Myr (median -/+ total error)",
+        ]
+        return "\n".join(lines + ([f"  flag: {self.flag}"] if self.flag else []))
+
     @property
     def total_interval(self) -> tuple[float, float]:
         """median -/+ the total error [log10 Myr]."""
@@ -353,21 +305,8 @@ class ClusterAge:
         import arviz as az
 
         rng = np.random.default_rng(seed)
-        from .posterior import _cdf
-
-        cdf = _cdf(self.posterior, self.grid)
-        draws = np.interp(rng.uniform(size=n_draws), cdf, self.grid)
+        draws = np.interp(rng.uniform(size=n_draws), cdf(self.posterior, self.grid), self.grid)
         return az.from_dict(posterior={"log10_age": draws[None, :]}, attrs={"cluster": self.cluster, "method": "fast"})
-
-
-def _background_logpdf(background, log_prot: np.ndarray) -> np.ndarray:
-    if callable(background):
-        return np.asarray(background(log_prot), dtype=float)
-    lo, hi = background
-    if not hi > lo:
-        raise DomainError(f"background range must have lo < hi (log10 d), got {background}")
-    with np.errstate(divide="ignore"):
-        return np.where((log_prot >= lo) & (log_prot <= hi), -math.log(hi - lo), -np.inf)
 
 
 def _select(df: pd.DataFrame, cluster: str | None, by: str) -> tuple[pd.DataFrame, str]:
@@ -410,7 +349,7 @@ def cluster_age(
     prior: Prior = "log-flat",
     f_out: float = 0.05,
     membership: str | None = "mem_prob_source",
-    background: tuple[float, float] | Callable[[np.ndarray], np.ndarray] = DEFAULT_BACKGROUND,
+    background: Background = DEFAULT_BACKGROUND,
     cuts: bool = True,
     ruwe_max: float | None = 1.4,
     include_out_of_domain: bool = False,
@@ -418,7 +357,6 @@ def cluster_age(
     n_coarse: int = 48,
     window_nats: float = 30.0,
     refine_stride: int = 3,
-    **full_kwargs,
 ) -> ClusterAge:
     """Age posterior of a cluster from its rotators.
 
@@ -450,10 +388,9 @@ def cluster_age(
         Use stars whose colour or colour error lies outside the training domain (off by default:
         the flow extrapolates there). They are flagged either way.
     method
-        ``"adaptive"`` (coarse-to-fine, default), ``"dense"`` (every grid point), or ``"full"``:
-        the hierarchical PyMC model (:func:`chronoflow.hierarchical.full_cluster_age`, which
-        takes the sampler settings as further keyword arguments and returns a
-        :class:`~chronoflow.hierarchical.FullClusterAge`).
+        ``"adaptive"`` (coarse-to-fine, default) or ``"dense"`` (every grid point). The
+        hierarchical PyMC model is :func:`chronoflow.hierarchical.full_cluster_age`, a function
+        with arguments of its own.
     n_coarse, window_nats, refine_stride
         Nodes of the coarse pass, the log-likelihood drop that bounds the refined window, and the
         spacing (in grid points) of the evaluations inside the window, which a cubic spline joins
@@ -471,18 +408,14 @@ def cluster_age(
         Unknown cluster, missing columns, bad ``f_out``, or no usable star.
     """
     if method == "full":
-        from .hierarchical import full_cluster_age
-
-        return full_cluster_age(df, cluster, by=by, model=model, membership=membership, background=background,
-                                cuts=cuts, ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain, **full_kwargs)
-    if full_kwargs:
-        raise DomainError(f"unexpected arguments for method={method!r}: {', '.join(full_kwargs)}")
+        raise DomainError("the hierarchical model is a function of its own: chronoflow.full_cluster_age(df, cluster, ...) "
+                          "(its own arguments: draws, tune, chains, seed, ...)")
     model = resolve_model(model)
     grid = age_grid() if grid is None else check_grid(grid)
     if not 0 <= f_out < 1:
         raise DomainError(f"f_out must be in [0, 1), got {f_out}")
     if method not in ("adaptive", "dense"):
-        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense', 'full'")
+        raise DomainError(f"unknown method {method!r}; allowed: 'adaptive', 'dense'")
     if int(refine_stride) != refine_stride or refine_stride < 1:
         raise DomainError(f"refine_stride must be an integer >= 1, got {refine_stride!r}")
     refine_stride = int(refine_stride)
@@ -490,61 +423,54 @@ def cluster_age(
         raise DomainError(f"n_coarse must be an integer >= 4, got {n_coarse!r}")
     if not window_nats > 0:
         raise DomainError(f"window_nats must be > 0, got {window_nats!r}")
-    _require(df, REQUIRED)
-    if membership is not None and membership not in df.columns:
-        raise ChronoflowError(f"missing membership column {membership!r}; pass membership=None to treat every star as a member")
+    require_columns(df, REQUIRED)
+    membership_probabilities(df.iloc[:0], membership)  # an absent column: one line, before any work
     selected, name = _select(df, cluster, by)
     kept, cut_report = _available_cuts(selected, cuts, ruwe_max)
+    inputs = StarInputs.from_frame(selected, model)
     stars = selected.copy()
-    stars["flag"] = star_flags(stars, model)
-    stars["used"] = kept & ~_unusable(stars["flag"], include_out_of_domain)
+    stars["flag"] = inputs.flags
+    stars["used"] = kept & inputs.usable(include_out_of_domain)
     n_used = int(stars["used"].sum())
     if n_used == 0:
         reasons = stars["flag"].replace("", "removed by the cuts").value_counts().to_dict()
         raise ChronoflowError(f"no usable star in {by} {name!r} ({len(stars)} rows: {reasons})")
 
-    use = stars[stars["used"]]
-    log_prot, colour, log_err = model_inputs(use, model)
-    p_mem = pd.to_numeric(use[membership], errors="coerce").to_numpy(float) if membership else np.ones(len(use))
-    bad = ~(np.isfinite(p_mem) & (p_mem >= 0) & (p_mem <= 1))
-    if bad.any():
-        first = use.index[np.flatnonzero(bad)[0]]
-        raise ChronoflowError(
-            f"column {membership!r}: {int(bad.sum())} used stars have a membership that is missing or outside "
-            f"[0, 1] (first at row {first!r}: {p_mem[bad][0]!r}); allowed: a probability in [0, 1]"
-        )
-    w = p_mem * (1 - f_out)
-    with np.errstate(divide="ignore"):
-        log_w, log_1mw = np.log(w)[:, None], np.log1p(-w)[:, None]
-    log_bg = _background_logpdf(background, log_prot)[:, None]
+    used = stars["used"].to_numpy()
+    use = inputs.take(used)
+    log_prot, colour, log_err = use.log_prot, use.colour, use.log_err
+    p_mem = membership_probabilities(stars[used], membership)[:, None]
+    log_bg = background_logpdf(background, log_prot)[:, None]
     logp = log_prior(grid, prior)
 
     k_members = n_members(model)
 
     def mixture(member_ll):
-        """Per-star outlier mixture of the ensemble density, and each member's: ``[S, A]``, ``[K, S, A]``."""
+        """Per-star outlier mixture of the ensemble density, and each member's: ``[S, A]``, ``[K, S, A]``;
+        and each star's log w p_flow term ``[S, A]``."""
         mix_ll = member_ll[0] if k_members == 1 else logsumexp(member_ll, axis=0) - math.log(k_members)
-        per_member = np.logaddexp(log_w + member_ll, log_1mw + log_bg) if k_members > 1 else None
-        return np.logaddexp(log_w + mix_ll, log_1mw + log_bg), per_member
+        per_member = mixture_terms(member_ll, p_mem, f_out, log_bg)[1] if k_members > 1 else None
+        log_member, log_total = mixture_terms(mix_ll, p_mem, f_out, log_bg)
+        return log_total, per_member, log_member
 
     def grid_ll(ages):
         return member_log_prob_grid(model, log_prot, colour, log_err, ages)
 
     if method == "dense":
-        per_star, per_member = mixture(grid_ll(grid))
+        per_star, per_member, star_member = mixture(grid_ll(grid))
         total = per_star.sum(axis=0)
         member_total = per_member.sum(axis=1) if per_member is not None else None
         window = fine = np.arange(len(grid))
     else:
         nodes = coarse_indices(len(grid), n_coarse)
-        coarse_star, coarse_member = mixture(grid_ll(grid[nodes]))
+        coarse_star, coarse_member, _ = mixture(grid_ll(grid[nodes]))
         coarse_total = coarse_star.sum(axis=0) + logp[nodes]
         good = np.flatnonzero(coarse_total >= coarse_total.max() - window_nats)
         lo_node, hi_node = nodes[max(good.min() - 1, 0)], nodes[min(good.max() + 1, len(nodes) - 1)]
         window = np.arange(lo_node, hi_node + 1)
         # The window at every refine_stride-th grid point (both ends kept), joined by a cubic spline.
         fine = np.unique(np.r_[window[::refine_stride], window[-1]])
-        per_star, per_member = mixture(grid_ll(grid[fine]))
+        per_star, per_member, star_member = mixture(grid_ll(grid[fine]))
         with np.errstate(invalid="ignore"):  # a prior that is zero at a node: refused below
             total = interpolate_to_grid(coarse_total - logp[nodes], grid[nodes], grid)
         total[window] = _refine(per_star.sum(axis=0), fine, window, grid)
@@ -567,7 +493,7 @@ def cluster_age(
     # P(background | data) per star, averaged over the age posterior (at the evaluated ages of the
     # window, where the posterior mass is).
     dens_w = posterior[fine]
-    resp_bg = np.exp(log_1mw + log_bg - per_star)
+    resp_bg = -np.expm1(star_member - per_star)
     weights = dens_w / dens_w.sum() if dens_w.sum() > 0 else np.full(len(fine), 1 / len(fine))
     p_out = np.full(len(stars), np.nan)
     p_out[stars["used"].to_numpy()] = resp_bg @ weights

@@ -31,6 +31,7 @@ __all__ = [
     "add_cluster",
     "catalogue_registry",
     "load_catalogue",
+    "read_table",
     "save_catalogue",
     "summarize",
     "training_sample",
@@ -108,7 +109,10 @@ def catalogue_registry() -> dict[str, Any]:
 CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na": False}
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV (``NULL`` or empty = missing), Parquet or FITS table as it is (no schema check;
+    :func:`load_catalogue` validates)."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return pd.read_parquet(path)
@@ -175,7 +179,7 @@ def load_catalogue(
             f"or set {CATALOGUE_ENV})"
         )
     try:
-        df = _read_table(path)
+        df = read_table(path)
     except Exception as exc:
         raise CatalogueError(f"could not read catalogue {path}: {type(exc).__name__}: {first_line(exc)}") from None
     if validate:

@@ -199,22 +199,33 @@ def model_info(
         _print_card(card)
 
 
+def _refuse_unused(ctx: typer.Context, method: str, unused: dict[str, tuple[str, ...]]) -> None:
+    """One line when an option that ``--method METHOD`` does not use was given on the command line."""
+    names = {p.name: p.opts[0] for p in ctx.command.params}
+    given = [names[n] for n in unused[method] if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        other = next(m for m in unused if m != method)
+        raise ChronoflowError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not used by --method {method} "
+                              f"(only by --method {other}); leave {'it' if len(given) == 1 else 'them'} out")
+
+
 def _read_user_table(file: Optional[Path]):
     """A user's table (any columns), or the published catalogue when no file is given."""
-    from .catalogue import _read_table, load_catalogue
+    from .catalogue import load_catalogue, read_table
 
     if file is None:
         return load_catalogue()
     if not file.is_file():
         raise ChronoflowError(f"file not found: {file}")
     try:
-        return _read_table(file)
+        return read_table(file)
     except Exception as exc:
         raise ChronoflowError(f"could not read {file}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 @app.command("age-cluster")
 def age_cluster_command(
+    ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="CSV/Parquet/FITS in the catalogue schema. Default: the published catalogue."),
     cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster to age (may be omitted when FILE holds one)."),
     by: str = typer.Option("cluster", help="Select on 'cluster' or 'subgroup'."),
@@ -234,32 +245,27 @@ def age_cluster_command(
     idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
-    import json
-
     from .ages import cluster_age
     from .artifact import load_model
 
     if method not in ("fast", "full"):
         raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
+    _refuse_unused(ctx, method, {"fast": ("draws", "tune", "chains", "seed", "idata_out"), "full": ("plot", "f_out", "prior")})
     flow = load_model(model)
     df = _read_user_table(file)
     member_col = None if membership.lower() == "none" else membership
     if method == "full":
-        res = cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts, method="full",
-                          include_out_of_domain=include_out_of_domain,
-                          draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json)
+        from .hierarchical import full_cluster_age
+
+        res = full_cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts,
+                               include_out_of_domain=include_out_of_domain,
+                               draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json)  # fmt: skip
         if idata_out is not None:
             res.idata.to_netcdf(str(idata_out))
         if as_json:
-            print(json.dumps(res.to_dict()))
+            print(res.to_json())
             return
-        d = res.to_dict()
-        out.print(f"[bold]{escape(res.cluster)}[/bold] (full model): {d['n_used']} of {d['n_rows']} stars used")
-        out.print(res.summary.to_string(), markup=False)
-        e = d["error_dex"]
-        out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f}, total {e['total']:.3f}", markup=False)
-        if d["flag"]:
-            out.print(f"  [yellow]flag:[/yellow] {escape(d['flag'])}")
+        out.print(res.to_text(), markup=False)
         return
     res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior,
                       include_out_of_domain=include_out_of_domain)
@@ -268,20 +274,9 @@ def age_cluster_command(
 
         plot_cluster_age(res, flow, plot)
     if as_json:
-        print(json.dumps(res.to_dict()))
+        print(res.to_json())
         return
-    a, l = res.age_myr, res.summary
-    out.print(f"[bold]{escape(res.cluster)}[/bold]: {res.n_used} of {res.n_rows} stars used")
-    out.print(f"  log10 age/Myr = {l['median']:.3f} (+{l['p84'] - l['median']:.3f} / -{l['median'] - l['p16']:.3f})")
-    out.print(f"  age = {a['median']:.1f} Myr (16-84 %: {a['p16']:.1f} - {a['p84']:.1f} Myr)")
-    e = res.error_dex
-    t_lo, t_hi = res.total_interval
-    out.print(f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f} "
-              f"(ensemble {e['ensemble']:.3f}, calibrated {e['calibrated']:.3f}, extrapolation {e['extrapolation']:.3f}), "
-              f"total {e['total']:.3f}", markup=False)
-    out.print(f"  total interval: {10 ** t_lo:.1f} - {10 ** t_hi:.1f} Myr (median -/+ total error)")
-    if res.flag:
-        out.print(f"  [yellow]flag:[/yellow] {escape(res.flag)}")
+    out.print(res.to_text(), markup=False)
     if plot is not None:
         out.print(f"  figure: {plot}", markup=False)
 
@@ -586,18 +581,14 @@ def validate_ppc(
 ) -> None:
     """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
     from .artifact import load_model
-    from .calibration import predictive_check
+    from .calibration import ppc_report, predictive_check
     from .catalogue import load_catalogue
 
     table = predictive_check(load_catalogue(catalogue), load_model())
     table.to_csv(out_file.with_suffix(".csv"), index=False)
-    lines = ["| cluster | fiducial [Myr] | (BP-RP)0 bin [mag] | N | KS distance | p-value |", "|---|---:|---|---:|---:|---:|"]
-    lines += [f"| {r.cluster} | {r.fiducial_age_myr:g} | {r.colour_lo:g} - {r.colour_hi:g} | {r.n} | {r.ks:.3f} | {r.p_value:.3g} |"
-              for r in table.itertuples()]
-    lines += ["", f"{len(table)} cluster-colour bins; median KS distance {table['ks'].median():.3f}; "
-              f"bins with p < 0.01: {int((table['p_value'] < 0.01).sum())}"]
-    out_file.write_text("\n".join(lines) + "\n")
-    out.print("\n".join(lines[-1:]), markup=False)
+    report = ppc_report(table)
+    out_file.write_text(report)
+    out.print(report.strip().splitlines()[-1], markup=False)
     if plot is not None:
         from .plotting import plot_ppc
 
@@ -618,23 +609,15 @@ def validate_coverage(
     import time
 
     from .artifact import load_model
-    from .calibration import age_coverage
+    from .calibration import age_coverage, coverage_report
 
     t0 = time.perf_counter()
     cov = age_coverage(load_model(), n_clusters=n_clusters, n_stars=n_stars, f_field=f_field, f_outlier=f_outlier,
                        n_single=n_single, seed=seed)
-    c, st = cov["clusters"], cov["single_stars"]
-    lines = [
-        "| sample | N | in 68 % interval | in 95 % interval | median abs error [dex] |",
-        "|---|---:|---:|---:|---:|",
-        f"| clusters ({n_stars} rows, field {f_field:g}, outliers {f_outlier:g}) | {c['n']} | {c['coverage_68']:.3f} | "
-        f"{c['coverage_95']:.3f} | {c['median_abs_error_dex']:.3f} |",
-        f"| single stars | {st['n']} | {st['coverage_68']:.3f} | {st['coverage_95']:.3f} | {st['median_abs_error_dex']:.3f} |",
-        "", f"Median 68 % width of the cluster intervals: {c['median_width_68_dex']:.3f} dex. Seed {seed}; "
-        f"run time {time.perf_counter() - t0:.0f} s.",
-    ]
-    out_file.write_text("\n".join(lines) + "\n")
-    out.print("\n".join(lines), markup=False)
+    report = coverage_report(cov, sample=f"{n_stars} rows, field {f_field:g}, outliers {f_outlier:g}",
+                             note=f"Seed {seed}; run time {time.perf_counter() - t0:.0f} s.")
+    out_file.write_text(report)
+    out.print(report.strip(), markup=False)
 
 
 def main() -> None:

@@ -23,19 +23,19 @@ from typing import Any
 
 import pandas as pd
 
-from .ages import REQUIRED, _require
 from .catalogue import CSV_READ_OPTIONS
 from .errors import ChronoflowError
+from .likelihood import REQUIRED, require_columns
 from .posterior import Prior
 from .streaming import (
     INPUT_SUFFIXES,
     StreamReport,
-    _arrow_schema,
-    _counts,
-    _partial_path,
-    _progress,
-    _suffix,
     age_chunk,
+    arrow_schema,
+    file_suffix,
+    flag_counts,
+    partial_path,
+    progress_bar,
 )
 
 __all__ = ["age_stars_dask", "age_stars_file_dask", "read_table_dask"]
@@ -99,7 +99,7 @@ def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior 
     >>> ages.to_parquet("ages/")                                             # doctest: +SKIP
     """
     _import_dask()
-    _require(ddf, REQUIRED)
+    require_columns(ddf, REQUIRED)
     meta = ddf._meta.astype({c: "float64" for c in REQUIRED}).assign(
         **{c: pd.Series(dtype=t) for c, t in AGE_COLUMNS.items()}
     )
@@ -117,7 +117,7 @@ def read_table_dask(path: str | os.PathLike, *, blocksize: str | int = "4MB"):
     path = Path(path)
     if not path.exists():
         raise ChronoflowError(f"file not found: {path}")
-    if path.is_dir() or _suffix(path, INPUT_SUFFIXES, "input") != ".csv":
+    if path.is_dir() or file_suffix(path, INPUT_SUFFIXES, "input") != ".csv":
         return dd.read_parquet(path, split_row_groups=True)  # one partition per row group
     return dd.read_csv(path, blocksize=blocksize, dtype={c: "object" for c in REQUIRED}, **CSV_READ_OPTIONS)
 
@@ -127,7 +127,7 @@ def _write_part(part: pd.DataFrame, path: str, schema) -> tuple[int, int, int]:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), path)
-    return _counts(part)
+    return flag_counts(part)
 
 
 def _check_replaceable(dst: Path) -> None:
@@ -145,7 +145,7 @@ def _check_replaceable(dst: Path) -> None:
 
 def _swap_into_place(new: Path, dst: Path) -> None:
     """Rename the finished directory ``new`` onto ``dst``; an existing ``dst`` goes only after that."""
-    old = _partial_path(dst, "old") if dst.exists() else None
+    old = partial_path(dst, "old") if dst.exists() else None
     if old is not None:
         os.replace(dst, old)
     try:
@@ -220,8 +220,8 @@ def age_stars_file_dask(
     t0 = time.perf_counter()
     ddf = read_table_dask(src, blocksize=blocksize)
     aged = age_stars_dask(ddf, model=model, prior=prior, **kwargs)
-    schema = _arrow_schema(aged._meta)
-    partial = _partial_path(dst)
+    schema = arrow_schema(aged._meta)
+    partial = partial_path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
     n_rows = n_aged = n_flagged = 0
@@ -242,7 +242,7 @@ def age_stars_file_dask(
         futures = []
         try:
             futures = client.compute(writes)
-            with _progress(disable=not progress) as bar:
+            with progress_bar(disable=not progress) as bar:
                 task = bar.add_task("age", total=len(futures))
                 for fut in distributed.as_completed(futures):
                     try:

@@ -520,8 +520,31 @@ class SplineFlow(RotationModel):
         z, _ = self.transform(y, context=ctx)
         return torch.special.ndtr(z[:, 0])
 
+    @property
+    def splines(self) -> list[_ContextSpline]:
+        """The context-conditioned splines, in order from log10 Prot to the base variable."""
+        return [m for m in self.transform.modules() if isinstance(m, _ContextSpline)]
+
+    def _spline_chain(self, value: torch.Tensor, params) -> torch.Tensor:
+        """ln p from standardized log10 Prot ``value [N]`` and, per spline in order, its raw MLP
+        outputs ``[3K - 1, N]`` (an iterable): the one density formula of the fast paths
+        (:meth:`log_prob_pairs`, the stars x ages grid), equal to nflows' to rounding (tested)."""
+        logdet = torch.zeros_like(value)
+        for spline, p in zip(self.splines, params):
+            value, ld = rq_spline_forward(value, p, spline.n_bins, spline.tail_bound, math.sqrt(spline.net[-1].in_features))
+            logdet = logdet + ld
+        return -0.5 * value**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(self.scaling.log_prot_std)
+
+    def log_prob_pairs(self, log_prot: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """ln p(log10 Prot | context) for rows ``log_prot [N]``, ``context [N, 3]`` (raw units) by the
+        fast spline: differentiable under autograd, in the tensors' dtype (the hierarchical
+        model's exact Op runs it in float64). No domain checks."""
+        c = self._context(context)
+        value, _ = self._target(log_prot.to(c.dtype)[:, None])  # the standardization log_prob uses
+        return self._spline_chain(value[:, 0], (spline.net(c).T for spline in self.splines))
+
     def _grid_chunk(self, y, star, ages):
-        # Same density as log_prob, organised for a stars x ages grid: the first layer of each
+        # The density of log_prob_pairs, organised for a stars x ages grid: the first layer of each
         # context MLP is linear, so its age and star parts are computed once and added by
         # broadcasting; the MLPs run transposed ([features, pairs], one GEMM per layer) so the
         # spline sees its parameters bins-first (see rq_spline_forward).
@@ -532,18 +555,18 @@ class SplineFlow(RotationModel):
         n_stars, n_ages = len(y), ages.shape[-1]
         value, _ = self._target(y.to(dt)[:, None])
         value = value.expand(-1, n_ages).reshape(-1)  # [S * A], star-major
-        logdet = torch.zeros_like(value)
-        for spline in self.transform._transforms:
-            first = spline.net[0]
-            star_part = first.weight[:, 1:] @ star_std.T + first.bias[:, None]  # [H, S]
-            hidden = (first.weight[:, :1, None] * age_std[None] + star_part[:, :, None]).reshape(first.out_features, -1)
-            hidden = hidden.relu_()
-            for layer in spline.net[2:]:  # in-place ReLU and bias: the grid is memory-bound
-                hidden = hidden.relu_() if isinstance(layer, nn.ReLU) else torch.mm(layer.weight, hidden).add_(layer.bias[:, None])
-            value, ld = rq_spline_forward(value, hidden, spline.n_bins, spline.tail_bound, math.sqrt(spline.net[-1].in_features))
-            logdet = logdet + ld
-        lp = -0.5 * value**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(self.scaling.log_prot_std)
-        return lp.reshape(n_stars, n_ages)
+
+        def params():
+            for spline in self.splines:
+                first = spline.net[0]
+                star_part = first.weight[:, 1:] @ star_std.T + first.bias[:, None]  # [H, S]
+                hidden = (first.weight[:, :1, None] * age_std[None] + star_part[:, :, None]).reshape(first.out_features, -1)
+                hidden = hidden.relu_()
+                for layer in spline.net[2:]:  # in-place ReLU and bias: the grid is memory-bound
+                    hidden = hidden.relu_() if isinstance(layer, nn.ReLU) else torch.mm(layer.weight, hidden).add_(layer.bias[:, None])
+                yield hidden
+
+        return self._spline_chain(value, params()).reshape(n_stars, n_ages)
 
     def _inverse_std(self, z, ctx):
         y, _ = self.transform.inverse(z, context=ctx)

@@ -23,7 +23,7 @@ from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from .flow import RotationModel, SplineFlow, rq_spline_forward
+from .flow import RotationModel, SplineFlow
 
 __all__ = ["FlowLogpOp", "StarTables", "flow_logp_with_grad", "tabulated_logp"]
 
@@ -46,13 +46,7 @@ def _logp(mod: RotationModel, y: torch.Tensor, ctx: torch.Tensor) -> torch.Tenso
         return torch.logsumexp(torch.stack([_logp(m, y, ctx) for m in members]), dim=0) - math.log(len(members))
     if not isinstance(mod, SplineFlow):
         return mod.log_prob(y, ctx, check_domain=False)
-    c = mod._context(ctx)
-    v = (y - mod.scaling.log_prot_mean) / mod.scaling.log_prot_std
-    logdet = torch.zeros_like(v)
-    for spline in mod.transform._transforms:
-        v, ld = rq_spline_forward(v, spline.net(c).T, spline.n_bins, spline.tail_bound, math.sqrt(spline.net[-1].in_features))
-        logdet = logdet + ld
-    return -0.5 * v**2 - 0.5 * math.log(2 * math.pi) + logdet - math.log(mod.scaling.log_prot_std)
+    return mod.log_prob_pairs(y, ctx)
 
 
 def flow_logp_with_grad(model: RotationModel, log_prot: np.ndarray, context: np.ndarray):

@@ -42,10 +42,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import DEFAULT_BACKGROUND, _background_logpdf, cluster_age, model_inputs
+from .ages import cluster_age
 from .artifact import resolve_model
 from .errors import DomainError
 from .flow import RotationModel
+from .likelihood import DEFAULT_BACKGROUND, Background, StarInputs, background_logpdf, membership_probabilities, mixture_terms
 
 __all__ = ["FullClusterAge", "build_cluster_model", "full_cluster_age", "sample_cluster_model"]
 
@@ -111,6 +112,22 @@ class FullClusterAge:
             "flag": self.fast.flag,
         }
 
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one line of JSON."""
+        import json
+
+        return json.dumps(self.to_dict())
+
+    def to_text(self) -> str:
+        """The summary ``chronoflow age-cluster --method full`` prints: stars used, the ArviZ
+        summary of the cluster parameters, the error parts [dex] and the flag."""
+        d = self.to_dict()
+        e = d["error_dex"]
+        lines = [f"{self.cluster} (full model): {d['n_used']} of {d['n_rows']} stars used", self.summary.to_string(),
+                 f"  error [dex]: statistical {e['statistical']:.3f}, model {e['model']:.3f}, total {e['total']:.3f}",
+                 f"  divergences: {d['divergences']}, R-hat max {d['rhat_max']:.3f}"]  # fmt: skip
+        return "\n".join(lines + ([f"  flag: {d['flag']}"] if d["flag"] else []))
+
     @property
     def error_dex(self) -> dict[str, float]:
         """Error parts [dex]: ``statistical`` = (p84 - p16) / 2 of the sampled ``log10_age``; the
@@ -139,7 +156,7 @@ def build_cluster_model(
     spread_prior_dex: float = 0.1,
     reddening_prior_mag: float = 0.02,
     f_out_prior: tuple[float, float] = (1.0, 19.0),
-    background=DEFAULT_BACKGROUND,
+    background: Background = DEFAULT_BACKGROUND,
     n_quad: int = 5,
     likelihood: str = "table",
     f_out_fixed: float | None = None,
@@ -193,9 +210,12 @@ def build_cluster_model(
         raise DomainError("spread_prior_dex and reddening_prior_mag must be >= 0")
     if f_out_fixed is not None and not 0 <= f_out_fixed < 1:
         raise DomainError(f"f_out_fixed must be in [0, 1), got {f_out_fixed}")
-    log_prot, colour, log_err = model_inputs(stars, flow)
-    p_mem = np.clip(stars[membership].to_numpy(float) if membership else np.ones(len(stars)), 1e-9, 1.0)
-    log_bg = np.maximum(_background_logpdf(background, log_prot), -700.0)
+    inputs = StarInputs.from_frame(stars, flow)
+    log_prot, colour, log_err = inputs.log_prot, inputs.colour, inputs.log_err
+    # The membership rule of the fast path; a zero probability is floored at the smallest float
+    # (the star's likelihood changes by < 1e-300) because log 0 has no gradient in PyTensor.
+    p_mem = np.maximum(membership_probabilities(stars, membership), np.finfo(float).tiny)
+    log_bg = np.maximum(background_logpdf(background, log_prot), -700.0)
     lo_mu, hi_mu = center - window_dex, center + window_dex
     if spread_prior_dex == 0:
         n_quad = 1
@@ -206,40 +226,49 @@ def build_cluster_model(
         if likelihood != "table":
             raise DomainError("model_choice=True needs likelihood='table'")
         coords["member"] = np.arange(len(members))
+    tables: dict[int, Any] = {}
+
+    def star_terms(density, mu, spread, delta, f_out):
+        """Per star: the flow's log density at the quadrature nodes ``[stars, nodes]`` and the
+        mixture terms (log w p_flow, log L) of :func:`~chronoflow.likelihood.mixture_terms`."""
+        ages = mu + math.sqrt(2.0) * spread * pt.constant(x)[None, :] + pt.zeros((len(stars), 1))
+        if likelihood == "table":
+            if id(density) not in tables:  # one table per flow, shared by the likelihood and the per-star outputs
+                reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
+                grid = np.arange(lo_mu - reach, hi_mu + reach + 1e-9, 0.005)
+                offsets = (np.linspace(-4, 4, 33) * reddening_prior_mag) if reddening_prior_mag > 0 else (0.0,)
+                tables[id(density)] = StarTables(density, log_prot, colour, log_err, grid, offsets)
+            nodes = tabulated_logp(tables[id(density)], ages, delta)
+        else:
+            ctx = pt.stack([ages.ravel(), pt.repeat(pt.constant(colour), n_quad) - delta,
+                            pt.repeat(pt.constant(log_err), n_quad)], axis=1)  # fmt: skip
+            nodes = FlowLogpOp(density)(pt.repeat(pt.constant(log_prot), n_quad), ctx)[0].reshape((len(stars), n_quad))
+        log_flow = pt.logsumexp(nodes + pt.constant(log_wq)[None, :], axis=1)
+        return (nodes, *mixture_terms(log_flow, pt.constant(p_mem), f_out, pt.constant(log_bg), xp=pt))
+
     with pm.Model(coords=coords) as model:
         mu = pm.Uniform("log10_age", lower=lo_mu, upper=hi_mu, initval=center)
         spread = pm.HalfNormal("age_spread_dex", sigma=spread_prior_dex) if spread_prior_dex > 0 else pt.constant(0.0)
         delta = pm.Normal("reddening_offset", 0.0, reddening_prior_mag) if reddening_prior_mag > 0 else pt.constant(0.0)
         f_out = pm.Beta("f_out", *f_out_prior) if f_out_fixed is None else pt.constant(float(f_out_fixed))
-        ages = mu + math.sqrt(2.0) * spread * pt.constant(x)[None, :] + pt.zeros((len(stars), 1))
-        w = pt.constant(p_mem) * (1.0 - f_out)
-        field = pt.log1p(-w) + pt.constant(log_bg)
-
-        def star_terms(density):
-            """Per-star log flow density at the quadrature nodes, member and total log terms."""
-            if likelihood == "table":
-                reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
-                grid = np.arange(lo_mu - reach, hi_mu + reach + 1e-9, 0.005)
-                offsets = (np.linspace(-4, 4, 33) * reddening_prior_mag) if reddening_prior_mag > 0 else (0.0,)
-                nodes = tabulated_logp(StarTables(density, log_prot, colour, log_err, grid, offsets), ages, delta)
-            else:
-                ctx = pt.stack([ages.ravel(), pt.repeat(pt.constant(colour), n_quad) - delta,
-                                pt.repeat(pt.constant(log_err), n_quad)], axis=1)  # fmt: skip
-                nodes = FlowLogpOp(density)(pt.repeat(pt.constant(log_prot), n_quad), ctx)[0].reshape((len(stars), n_quad))
-            member = pt.log(w) + pt.logsumexp(nodes + pt.constant(log_wq)[None, :], axis=1)
-            return nodes, member, pt.logaddexp(member, field)
 
         def node_age(nodes):
             return mu + math.sqrt(2.0) * spread * pt.sum(
                 pt.special.softmax(nodes + pt.constant(log_wq)[None, :], axis=1) * pt.constant(x)[None, :], axis=1)
 
         if not model_choice:
-            nodes, member, ll = star_terms(flow)
+            # The observed periods as a CustomDist: a product over stars, so the InferenceData
+            # gets a pointwise log_likelihood group (az.loo / az.compare work on it). PyMC hands the
+            # scalar parameters to logp with the observations' dimensions added: take the scalar.
+            pm.CustomDist("log10_prot", mu, spread, delta, f_out, observed=log_prot, dims="star",
+                          logp=lambda value, *params: star_terms(flow, *(q.ravel()[0] for q in params))[2])  # fmt: skip
+            nodes, member, ll = star_terms(flow, mu, spread, delta, f_out)
             pm.Deterministic("p_member", pt.exp(member - ll), dims="star")
             pm.Deterministic("log10_age_star", node_age(nodes), dims="star")
-            pm.Potential("likelihood", pt.sum(ll))
         else:
-            terms = [star_terms(m) for m in members]
+            # Which member is right is marginalized over the whole cluster, so the likelihood is
+            # not a product over stars: a Potential, without a pointwise log_likelihood group.
+            terms = [star_terms(m, mu, spread, delta, f_out) for m in members]
             totals = pt.stack([pt.sum(ll) for _, _, ll in terms])  # [K]
             weight = pm.Deterministic("member_weight", pt.special.softmax(totals), dims="member")
             pm.Deterministic("p_member", sum(weight[k] * pt.exp(mem - ll) for k, (_, mem, ll) in enumerate(terms)), dims="star")
@@ -293,24 +322,35 @@ def full_cluster_age(
     target_accept: float = 0.9,
     f_out_fixed: float | None = None,
     model_choice: bool = False,
-    **fast_kwargs,
+    membership: str | None = "mem_prob_source",
+    background: Background = DEFAULT_BACKGROUND,
+    cuts: bool = True,
+    ruwe_max: float | None = 1.4,
+    include_out_of_domain: bool = False,
+    log_likelihood: bool = True,
 ) -> FullClusterAge:
-    """Full hierarchical cluster age (``cluster_age(..., method="full")``).
+    """Full hierarchical cluster age: age spread, reddening offset and outlier fraction sampled
+    with NUTS (see the module docstring).
 
-    The star selection (cuts, flags, domain) is that of the fast method, which also gives the
-    window of the mean-age prior and the starting point.
+    The star selection (cuts, flags, domain) is that of the fast method
+    (:func:`~chronoflow.ages.cluster_age`), which also gives the window of the mean-age prior
+    and the starting point. The outlier fraction is a parameter here (Beta prior
+    ``f_out_prior`` of :func:`build_cluster_model`), and the prior on the mean age is flat in
+    log age over the window: the fast method's ``prior``, ``grid`` and ``f_out`` have no
+    counterpart.
 
     Parameters
     ----------
-    df, cluster, by, model
+    df, cluster, by, model, membership, background, cuts, ruwe_max, include_out_of_domain
         As in :func:`~chronoflow.ages.cluster_age`.
     draws, tune, chains, cores, seed, sampler, progressbar, target_accept
         NUTS settings; ``seed`` makes the run reproducible.
     spread_prior_dex, reddening_prior_mag, likelihood, n_quad, f_out_fixed, model_choice
         See :func:`build_cluster_model`.
-    **fast_kwargs
-        ``membership``, ``background``, ``cuts``, ``ruwe_max``, ``include_out_of_domain``
-        (``f_out`` is a parameter here, with a Beta prior).
+    log_likelihood
+        Add the pointwise log-likelihood of every star (group ``log_likelihood``, variable
+        ``log10_prot``) to the InferenceData, for ``az.loo`` / ``az.compare`` (not with
+        ``model_choice``, whose likelihood is not a product over stars).
 
     Returns
     -------
@@ -318,18 +358,21 @@ def full_cluster_age(
     """
     import arviz as az
 
+    import pymc as pm
+
     flow = resolve_model(model)
-    fast_kwargs.pop("f_out", None)
-    fast = cluster_age(df, cluster, by=by, model=flow, **fast_kwargs)
+    fast = cluster_age(df, cluster, by=by, model=flow, membership=membership, background=background, cuts=cuts,
+                       ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain)  # fmt: skip
     used = fast.stars[fast.stars["used"]]
-    membership = fast.settings["membership"]
     pm_model = build_cluster_model(
         used, flow, center=fast.summary["median"], membership=membership, spread_prior_dex=spread_prior_dex,
-        reddening_prior_mag=reddening_prior_mag, background=fast_kwargs.get("background", DEFAULT_BACKGROUND),
+        reddening_prior_mag=reddening_prior_mag, background=background,
         n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed, model_choice=model_choice,
     )  # fmt: skip
     idata = sample_cluster_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                                  sampler=sampler, progressbar=progressbar, target_accept=target_accept)  # fmt: skip
+    if log_likelihood and not model_choice:
+        pm.compute_log_likelihood(idata, model=pm_model, progressbar=False)
     names = [v for v in ("log10_age", "age_spread_dex", "reddening_offset", "f_out") if v in idata.posterior]
     summary = az.summary(idata, var_names=names)
     stars = fast.stars.drop(columns=["p_outlier"])
@@ -346,5 +389,5 @@ def full_cluster_age(
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "likelihood": likelihood, "n_quad": n_quad,
                 "target_accept": target_accept,
                 "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag, "f_out_fixed": f_out_fixed,
-                "model_choice": model_choice}  # fmt: skip
+                "model_choice": model_choice, "membership": membership}  # fmt: skip
     return FullClusterAge(fast.cluster, idata, summary, stars, fast, fast.model, settings)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Union
 
 import numpy as np
+from scipy.integrate import cumulative_trapezoid
+from scipy.special import logsumexp
 
 from .errors import DomainError
 
@@ -19,6 +21,7 @@ __all__ = [
     "DEFAULT_GRID",
     "Prior",
     "age_grid",
+    "cdf",
     "check_grid",
     "coarse_indices",
     "interpolate_to_grid",
@@ -26,6 +29,7 @@ __all__ = [
     "normalize",
     "quantiles",
     "summarize_posterior",
+    "trapezoid_log_weights",
 ]
 
 #: Default grid: log10 age/Myr from 0 to 4.14 (1 Myr - 13.8 Gyr), 1000 points.
@@ -98,25 +102,31 @@ def log_prior(grid: np.ndarray, prior: Prior = "log-flat") -> np.ndarray:
     raise DomainError(f"unknown prior {prior!r}; allowed: 'log-flat', 'flat', or a callable of log10 age")
 
 
+def trapezoid_log_weights(grid: np.ndarray) -> np.ndarray:
+    """Log weights of the trapezoid rule on ``grid``: ``integral f = sum_i exp(log w_i) f_i``."""
+    d = np.diff(grid)
+    return np.log(0.5 * (np.r_[0.0, d] + np.r_[d, 0.0]))
+
+
 def normalize(log_post: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Turn unnormalized log posteriors ``[..., ages]`` into densities per dex that integrate to 1."""
-    peak = np.max(log_post, axis=-1, keepdims=True)
-    dens = np.exp(log_post - np.where(np.isfinite(peak), peak, 0.0))
-    area = np.trapezoid(dens, grid, axis=-1)[..., None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dens / area
+    """Turn unnormalized log posteriors ``[..., ages]`` into densities per dex that integrate to 1
+    (trapezoid rule); rows that are zero (-inf) at every age become NaN."""
+    with np.errstate(invalid="ignore"):
+        log_area = logsumexp(log_post + trapezoid_log_weights(grid), axis=-1, keepdims=True)
+        return np.exp(log_post - log_area)
 
 
-def _cdf(density: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    steps = 0.5 * (density[..., 1:] + density[..., :-1]) * np.diff(grid)
-    cdf = np.concatenate([np.zeros(density.shape[:-1] + (1,)), np.cumsum(steps, axis=-1)], axis=-1)
-    return cdf / cdf[..., -1:]
+def cdf(density: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Cumulative distribution of grid densities ``[..., ages]`` (trapezoid rule), 0 at the first
+    grid point and 1 at the last."""
+    c = cumulative_trapezoid(density, grid, axis=-1, initial=0.0)
+    return c / c[..., -1:]
 
 
 def quantiles(density: np.ndarray, grid: np.ndarray, qs=(0.16, 0.5, 0.84)) -> np.ndarray:
     """Quantiles of grid densities by linear interpolation of the CDF: ``array[..., len(qs)]``."""
-    cdf = _cdf(density, grid)
-    flat = cdf.reshape(-1, cdf.shape[-1])
+    c = cdf(density, grid)
+    flat = c.reshape(-1, c.shape[-1])
     out = np.empty((flat.shape[0], len(qs)))
     rows = np.arange(flat.shape[0])
     for j, q in enumerate(qs):  # a handful of quantiles, each vectorized over all rows
@@ -125,7 +135,7 @@ def quantiles(density: np.ndarray, grid: np.ndarray, qs=(0.16, 0.5, 0.84)) -> np
         with np.errstate(invalid="ignore", divide="ignore"):
             t = np.where(c1 > c0, (q - c0) / (c1 - c0), 0.5)
         out[:, j] = grid[hi - 1] + np.clip(t, 0, 1) * (grid[hi] - grid[hi - 1])
-    return out.reshape(cdf.shape[:-1] + (len(qs),))
+    return out.reshape(c.shape[:-1] + (len(qs),))
 
 
 def summarize_posterior(density: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,14 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import REQUIRED, _require, star_ages
+from .ages import star_ages
 from .artifact import resolve_model
+from .likelihood import REQUIRED, require_columns
 from .catalogue import CSV_READ_OPTIONS
 from .errors import ChronoflowError, first_line
 from .flow import RotationModel
 from .posterior import Prior
 
-__all__ = ["StreamReport", "age_chunk", "age_stars_file", "count_rows", "table_chunks", "INPUT_SUFFIXES", "OUTPUT_SUFFIXES"]
+__all__ = ["INPUT_SUFFIXES", "OUTPUT_SUFFIXES", "StreamReport", "age_chunk", "age_stars_file", "arrow_schema", "count_rows",
+           "file_suffix", "flag_counts", "partial_path", "progress_bar", "table_chunks"]
 
 #: File types the streaming reader takes, and the ones it writes.
 INPUT_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -77,7 +79,8 @@ class StreamReport:
         return {**asdict(self), "stars_per_second": self.stars_per_second}
 
 
-def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
+def file_suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
+    """The lower-case suffix of ``path``, or one line when it is not one of ``allowed``."""
     suffix = path.suffix.lower()
     if suffix not in allowed:
         raise ChronoflowError(f"unknown {what} format {suffix or '(none)'!r} for {path.name}; allowed: {', '.join(allowed)}")
@@ -90,7 +93,7 @@ def count_rows(path: str | os.PathLike) -> int:
     Used for the progress bar; a CSV with line breaks inside quoted fields is over-counted.
     """
     path = Path(path)
-    if _suffix(path, INPUT_SUFFIXES, "input") != ".csv":
+    if file_suffix(path, INPUT_SUFFIXES, "input") != ".csv":
         import pyarrow.parquet as pq
 
         return int(pq.ParquetFile(path).metadata.num_rows)
@@ -115,7 +118,7 @@ def table_chunks(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator
         raise ChronoflowError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if not path.is_file():
         raise ChronoflowError(f"file not found: {path}")
-    suffix = _suffix(path, INPUT_SUFFIXES, "input")
+    suffix = file_suffix(path, INPUT_SUFFIXES, "input")
     start = 0
     if suffix == ".csv":
         try:
@@ -165,17 +168,17 @@ def age_chunk(
     pandas.DataFrame
         The rows of ``chunk`` (same index and order) plus the age columns and ``flag``.
     """
-    _require(chunk, REQUIRED)
+    require_columns(chunk, REQUIRED)
     chunk = chunk.assign(**{c: pd.to_numeric(chunk[c], errors="coerce").astype("float64") for c in REQUIRED})
     return star_ages(chunk, model=model, prior=prior, **kwargs)
 
 
-def _counts(aged: pd.DataFrame) -> tuple[int, int, int]:
+def flag_counts(aged: pd.DataFrame) -> tuple[int, int, int]:
     """Rows, rows with an age, and flagged rows of an aged chunk."""
     return len(aged), int(np.isfinite(aged["log10_age_median"].to_numpy()).sum()), int((aged["flag"] != "").sum())
 
 
-def _arrow_schema(frame: pd.DataFrame):
+def arrow_schema(frame: pd.DataFrame):
     """The Arrow schema of the output, with all-missing columns widened so that later chunks fit:
     text-like (object) columns to string, the rest to float64."""
     import pyarrow as pa
@@ -195,7 +198,7 @@ class _Writer:
     """
 
     def __init__(self, path: Path, suffix: str | None = None):
-        self.path, self.suffix = path, suffix or _suffix(path, OUTPUT_SUFFIXES, "output")
+        self.path, self.suffix = path, suffix or file_suffix(path, OUTPUT_SUFFIXES, "output")
         self._parquet = None
         self._schema = None
 
@@ -209,7 +212,7 @@ class _Writer:
         import pyarrow.parquet as pq
 
         if self._parquet is None:
-            self._schema = _arrow_schema(frame)
+            self._schema = arrow_schema(frame)
             self._parquet = pq.ParquetWriter(self.path, self._schema)
         try:
             table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
@@ -226,12 +229,13 @@ class _Writer:
             self._parquet.close()
 
 
-def _partial_path(dst: Path, kind: str = "partial") -> Path:
+def partial_path(dst: Path, kind: str = "partial") -> Path:
     """A hidden temporary name beside ``dst`` (same file system, so the final rename is atomic)."""
     return dst.with_name(f".{dst.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def _progress(disable: bool):
+def progress_bar(disable: bool):
+    """The rich progress bar of the file ageing functions (``disable``: none)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("ageing stars"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -281,23 +285,23 @@ def age_stars_file(
         Rows, aged rows, flagged rows, chunks and wall time.
     """
     src, dst = Path(src), Path(dst)
-    _suffix(dst, OUTPUT_SUFFIXES, "output")
+    file_suffix(dst, OUTPUT_SUFFIXES, "output")
     if src.resolve() == dst.resolve():
         raise ChronoflowError(f"the output {dst} would overwrite the input")
     model = resolve_model(model)
     total = count_rows(src) if Path(src).is_file() else None
     t0 = time.perf_counter()
     n_rows = n_aged = n_flagged = n_chunks = 0
-    partial = _partial_path(dst)
-    writer = _Writer(partial, suffix=_suffix(dst, OUTPUT_SUFFIXES, "output"))
+    partial = partial_path(dst)
+    writer = _Writer(partial, suffix=file_suffix(dst, OUTPUT_SUFFIXES, "output"))
     try:
         try:
-            with _progress(disable=not progress) as bar:
+            with progress_bar(disable=not progress) as bar:
                 task = bar.add_task("age", total=total)
                 for chunk in table_chunks(src, chunk_rows):
                     aged = age_chunk(chunk, model=model, prior=prior, **kwargs)
                     writer.write(aged)
-                    rows, with_age, flagged = _counts(aged)
+                    rows, with_age, flagged = flag_counts(aged)
                     n_rows, n_aged, n_flagged, n_chunks = n_rows + rows, n_aged + with_age, n_flagged + flagged, n_chunks + 1
                     bar.update(task, advance=len(aged))
         finally:

@@ -350,7 +350,8 @@ def systematics_sweep(
                                 "method": method}  # fmt: skip
     full_rows: list[dict[str, Any]] = []
     if method == "full":
-        full_rows, full_settings = _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwargs or {})
+        full_rows, full_settings = _full_components(df, name, by, model, reddening_sigma, {**age_kwargs, "membership": member_col},
+                                                     full_kwargs or {})  # fmt: skip
         settings.update(full_settings)
         reddening_sigma, membership_thresholds, alt_membership = 0.0, (), None  # measured by the full runs instead
 

@@ -4,7 +4,7 @@
                                             [--draws 400] [--tune 400] [--chains 2] [--cores 1]
 
 The fast method (``cluster_age(df, name)``) assumes every member has exactly the cluster age
-and that the colours are right. The full method (``cluster_age(df, name, method="full")``)
+and that the colours are right. The full method (``full_cluster_age(df, name)``)
 fits, with NUTS in PyMC, a hierarchical model that also has
 
 * an intrinsic spread of the members' log10 ages (``age_spread_dex``),
@@ -93,12 +93,12 @@ def main() -> None:
 
     # --- 1. the two methods ------------------------------------------------------------------
     fast = cf.cluster_age(catalogue, args.cluster, model=model)
-    # method="full" takes the sampler settings as keywords. seed makes the chains reproducible
+    # full_cluster_age takes the sampler settings as keywords. seed makes the chains reproducible
     # (the same draws whatever `cores` is). cores is how many chains run at once, in separate
     # processes: 1 here, so the example leaves the other core free (it runs beside other tests);
     # starting the worker processes costs a few seconds, so parallel chains pay off on longer runs.
     # It warns if there are divergences or R-hat > 1.01.
-    full = cf.cluster_age(catalogue, args.cluster, method="full", model=model, draws=args.draws, tune=args.tune,
+    full = cf.full_cluster_age(catalogue, args.cluster, model=model, draws=args.draws, tune=args.tune,
                           chains=args.chains, cores=args.cores, seed=SEED, progressbar=False)  # fmt: skip
     n_used = int(full.stars["used"].sum())
     print(f"\n{full.cluster}: {n_used} of {len(full.stars)} stars used; "

@@ -69,7 +69,7 @@ def test_table_and_exact_models_agree(model):
 
 @pytest.mark.slow
 def test_recovery_membership_and_seeds(model):
-    from chronoflow.ages import cluster_age
+    from chronoflow.hierarchical import full_cluster_age
 
     truth = {"age": 400.0, "spread": 0.03, "offset": 0.015}
     df = synthetic_cluster(truth["age"], 200, colours=np.linspace(0.6, 2.5, 100), reddening_offset=truth["offset"],
@@ -79,8 +79,8 @@ def test_recovery_membership_and_seeds(model):
     df = df[df["e_BPRP_0"] >= 10 ** model.domain.log10_e_bprp0[0]].reset_index(drop=True)
     field = df.head(5).assign(GaiaDR3_ID=-np.arange(1001, 1006), Prot=120.0, BPRP_0=0.9, mem_prob_source=0.6,
                               is_member=False)  # fmt: skip
-    res = cluster_age(pd.concat([df, field], ignore_index=True), method="full", model=model, draws=400, tune=400,
-                      chains=2, seed=3, progressbar=False)  # fmt: skip
+    res = full_cluster_age(pd.concat([df, field], ignore_index=True), model=model, draws=400, tune=400,
+                           chains=2, seed=3, progressbar=False)  # fmt: skip
     post = res.idata.posterior
     for name, value in (("log10_age", np.log10(truth["age"])), ("age_spread_dex", truth["spread"]),
                         ("reddening_offset", truth["offset"])):  # fmt: skip
@@ -89,17 +89,17 @@ def test_recovery_membership_and_seeds(model):
     used = res.stars[res.stars["used"]]
     assert (used.tail(5)["p_member"] < 0.1).all() and used.head(150)["p_member"].median() > 0.8
     assert res.rhat_max <= 1.02 and res.to_dict()["method"] == "full"
-    again = cluster_age(pd.concat([df, field], ignore_index=True), method="full", model=model, draws=400, tune=400,
-                        chains=2, seed=3, progressbar=False)  # fmt: skip
+    again = full_cluster_age(pd.concat([df, field], ignore_index=True), model=model, draws=400, tune=400,
+                             chains=2, seed=3, progressbar=False)  # fmt: skip
     np.testing.assert_array_equal(post["log10_age"].values, again.idata.posterior["log10_age"].values)
 
 
 @pytest.mark.slow
 def test_full_agrees_with_fast_on_a_real_cluster(model, catalogue):
-    from chronoflow.ages import cluster_age
+    from chronoflow.hierarchical import full_cluster_age
 
-    full = cluster_age(catalogue, "NGC6811", method="full", model=model, draws=400, tune=400, chains=2, seed=0,
-                       progressbar=False)  # fmt: skip
+    full = full_cluster_age(catalogue, "NGC6811", model=model, draws=400, tune=400, chains=2, seed=0,
+                            progressbar=False)  # fmt: skip
     fast = full.fast.summary
     assert abs(full.to_dict()["log10_age_myr"]["median"] - fast["median"]) <= fast["p84"] - fast["p16"]
 
@@ -121,4 +121,32 @@ def test_cli_full_json(catalogue_path, tmp_path):
     assert isinstance(payload["divergences"], int) and payload["divergences"] >= 0
     e, q = payload["error_dex"], payload["log10_age_myr"]
     assert e["statistical"] == pytest.approx((q["p84"] - q["p16"]) / 2) and e["total"] >= max(e["statistical"], e["model"])
-    assert (tmp_path / "idata.nc").stat().st_size > 0
+    # The observed periods are a likelihood term per star: the saved InferenceData has a pointwise
+    # log_likelihood group, and PSIS-LOO runs on it.
+    import arviz as az
+
+    idata = az.from_netcdf(tmp_path / "idata.nc")
+    assert idata.log_likelihood["log10_prot"].shape == (2, 100, payload["n_used"])
+    loo = az.loo(idata, pointwise=True)
+    assert np.isfinite(loo.elpd_loo) and len(loo.loo_i) == payload["n_used"]
+
+
+def test_full_and_fast_refuse_each_others_arguments(catalogue, catalogue_path):
+    import subprocess
+    import sys
+
+    from chronoflow.ages import cluster_age
+    from chronoflow.errors import ChronoflowError
+    from chronoflow.hierarchical import full_cluster_age
+
+    with pytest.raises(ChronoflowError, match="full_cluster_age"):
+        cluster_age(catalogue, "NGC752", method="full")
+    with pytest.raises(TypeError, match="prior"):
+        full_cluster_age(catalogue, "NGC752", prior="flat")
+    with pytest.raises(TypeError, match="draws"):
+        cluster_age(catalogue, "NGC752", draws=100)
+    for args, word in ((["--method", "full", "--f-out", "0.1", "--prior", "flat"], "--f-out, --prior are not used by --method full"),
+                       (["--chains", "2"], "--chains is not used by --method fast")):  # fmt: skip
+        res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-cluster", str(catalogue_path), "--cluster", "NGC752",
+                              *args], capture_output=True, text=True)  # fmt: skip
+        assert res.returncode == 2 and word in res.stderr and "Traceback" not in res.stderr, res.stderr

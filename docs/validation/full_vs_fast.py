@@ -37,7 +37,7 @@ def main() -> None:
     ]
     for name in CLUSTERS:
         t0 = time.perf_counter()
-        res = cf.cluster_age(df, name, method="full", model=model, seed=0, progressbar=False)
+        res = cf.full_cluster_age(df, name, model=model, seed=0, progressbar=False)
         wall = time.perf_counter() - t0
         d, f = res.to_dict(), res.fast.summary
         full = d["log10_age_myr"]

@@ -1,0 +1,96 @@
+"""The public API and the layering: names users import, signatures they call, and a package
+whose modules import only downward and never a private name of another."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import chronoflow as cf
+
+PACKAGE = Path(cf.__file__).parent
+
+#: The pipeline, lowest layer first: a module may import from its own layer or a lower one.
+LAYERS = [
+    {"_version", "errors", "_cache"},
+    {"catalogue", "extinction"},
+    {"flow", "flow_ops", "training", "ensemble", "artifact"},
+    {"likelihood", "posterior", "model_error", "ages", "hierarchical"},
+    {"forward", "systematics", "validation", "calibration", "budgets"},
+    {"streaming", "dask_backend"},
+    {"plotting", "cli", "__init__"},
+]
+LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def _imports() -> dict[str, list[tuple[str, list[str]]]]:
+    """Per module: every ``from .x import a, b`` (also inside functions), as (x, [a, b])."""
+    found = {}
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        rows = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                rows.append((node.module, [a.name for a in node.names]))
+        found[path.stem] = rows
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert set(_imports()) == set(LAYER), "a new module needs a place in LAYERS (and docs/architecture.md)"
+
+
+def test_modules_import_only_downward_and_without_a_circle():
+    graph = {m: {target for target, _ in rows} for m, rows in _imports().items()}
+    upward = [(m, t) for m, targets in graph.items() for t in targets if LAYER[t] > LAYER[m]]
+    assert not upward, f"imports from a higher layer: {upward}"
+
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for t in graph[m]:
+            assert state.get(t) != 1, f"import circle: {' -> '.join([*path, m, t])}"
+            if t not in state:
+                visit(t, [*path, m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_module_imports_a_private_name_of_another():
+    private = [(m, t, n) for m, rows in _imports().items() for t, names in rows for n in names
+               if n.startswith("_") and n != "__version__"]  # fmt: skip
+    assert not private, f"private names imported across modules: {private}"
+    for path in PACKAGE.glob("*.py"):
+        assert "._transforms" not in path.read_text(), f"{path.name} reaches into nflows' private _transforms"
+
+
+def test_public_names_resolve_and_are_documented():
+    for name in cf.__all__:
+        obj = getattr(cf, name)
+        if name != "__version__":
+            assert inspect.getdoc(obj), f"chronoflow.{name} has no docstring"
+
+
+def test_signatures_of_the_main_entry_points():
+    def params(fn):
+        return set(inspect.signature(fn).parameters)
+
+    assert {"df", "model", "grid", "prior", "method", "include_out_of_domain", "return_posteriors"} <= params(cf.star_ages)
+    fast = params(cf.cluster_age)
+    assert {"df", "cluster", "by", "model", "grid", "prior", "f_out", "membership", "background", "cuts", "ruwe_max",
+            "include_out_of_domain", "method"} <= fast  # fmt: skip
+    full = params(cf.full_cluster_age)
+    assert {"df", "cluster", "by", "model", "draws", "tune", "chains", "seed", "membership", "cuts",
+            "include_out_of_domain", "log_likelihood"} <= full  # fmt: skip
+    # Each method takes only the arguments it uses (no catch-all **kwargs that could swallow one).
+    for fn in (cf.cluster_age, cf.full_cluster_age, cf.star_ages):
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, fn.__name__
+    assert not {"prior", "grid", "f_out", "window_nats"} & full
+    assert not {"draws", "tune", "chains", "seed"} & fast
+
