@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import re
 import threading
 from functools import partial
 
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chronoflow._cache import cache_dir
 from chronoflow.catalogue import (
+    REVISED_CLUSTERS,
     add_cluster,
     catalogue_registry,
     load_catalogue,
@@ -59,12 +62,93 @@ def test_missing_file_error(tmp_path):
         load_catalogue(tmp_path / "nope.csv")
 
 
-def test_registry_is_pinned():
+# -- the registry: what its entries promise, checked against the data and the download path ------
+def test_every_registry_entry_is_pinned_to_a_commit_and_a_checksum():
     reg = catalogue_registry()
-    entry = reg["catalogues"][reg["default"]]
-    assert entry["sha256"] == "577e4366d164a2c7d9f77320cf86c1da3fbd94ead92ddb2a63d5c10661674238"
-    assert "f0b766f7d057c4e8f9a64a867414d25c5d985cd6" in entry["url"]
-    assert entry["doi"] == "10.5281/zenodo.15482094"
+    assert reg["default"] in reg["catalogues"]
+    for key, entry in reg["catalogues"].items():
+        # The keys catalogue_registry documents, and what load_catalogue needs to download.
+        assert {"url", "sha256", "filename", "citation", "doi", "schema_version"} <= set(entry), key
+        assert re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]), key  # a sha256 digest, as fetch_verified compares it
+        # Pinned to a commit (40 hex digits in the path), not to a branch whose file can change,
+        # and the URL serves the file the entry names.
+        assert re.search(r"/[0-9a-f]{40}/", entry["url"]), key
+        assert entry["url"].startswith("https://") and entry["url"].rsplit("/", 1)[1] == entry["filename"], key
+        assert entry["doi"] in entry["citation"], key  # the citation cites the archived copy
+        assert entry["schema_version"] == 1, key  # the only schema validate_catalogue knows
+
+
+def test_revised_clusters_are_catalogue_clusters_with_one_fiducial_age(catalogue):
+    ages = catalogue.groupby("cluster")["fiducial_age_Myr"]
+    for name in REVISED_CLUSTERS:  # a misspelt name would silently exclude nothing downstream
+        assert name in ages.groups, name
+        assert ages.get_group(name).nunique() == 1, name
+
+
+@pytest.fixture
+def registry_serving_shared(catalogue_path, monkeypatch):
+    """The default registry entry, its URL moved to a loopback server that serves the ../shared
+    file; returns (patch(sha256), entry, request counter). Nothing leaves the machine."""
+    import chronoflow.catalogue as cat_mod
+
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(catalogue_path.parent)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    real = catalogue_registry()
+    entry = dict(real["catalogues"][real["default"]])
+    entry["url"] = f"http://127.0.0.1:{server.server_address[1]}/{catalogue_path.name}"
+
+    def patch(sha256):
+        served = dict(entry, sha256=sha256)
+        monkeypatch.setattr(cat_mod, "catalogue_registry", lambda: {"default": real["default"], "catalogues": {real["default"]: served}})
+
+    yield patch, entry, requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_pinned_checksum_refuses_the_shared_subset(registry_serving_shared, catalogue_path):
+    # ../shared holds a strict subset of the published file (README there), so the registry's
+    # pin, which is the full file's, must not match it: served at the registry's URL it is refused.
+    patch, entry, requests = registry_serving_shared
+    shared_sha = hashlib.sha256(catalogue_path.read_bytes()).hexdigest()
+    assert entry["sha256"] != shared_sha
+    assert entry["size_bytes"] > catalogue_path.stat().st_size  # the published file is the larger
+    patch(entry["sha256"])
+    with pytest.raises(CatalogueError, match=rf"failed its checksum \(expected sha256 {entry['sha256']}\)"):
+        load_catalogue()
+    assert requests == [f"/{catalogue_path.name}"]
+    assert not (cache_dir() / entry["filename"]).exists()  # the refused file is not kept
+
+
+def test_the_registry_path_loads_what_the_file_holds_when_the_checksum_matches(registry_serving_shared, catalogue, catalogue_path):
+    patch, entry, requests = registry_serving_shared
+    shared_sha = hashlib.sha256(catalogue_path.read_bytes()).hexdigest()  # computed here, not typed
+    patch(shared_sha)
+    first = load_catalogue()  # no path, no environment variable: the registry entry is used
+    again = load_catalogue()
+    assert len(requests) == 1  # the verified cache copy is reused, not downloaded again
+    cached = cache_dir() / entry["filename"]
+    assert cached.read_bytes() == catalogue_path.read_bytes()
+    assert first.attrs["sha256"] == shared_sha and first.attrs["source"] == entry["filename"]
+    pd.testing.assert_frame_equal(first, catalogue)
+    pd.testing.assert_frame_equal(again, catalogue)
+
+
+def test_an_unknown_registry_name_lists_the_known_ones():
+    known = sorted(catalogue_registry()["catalogues"])
+    with pytest.raises(CatalogueError, match=rf"unknown catalogue 'nope'; known: {', '.join(known)}$"):
+        load_catalogue(name="nope")
 
 
 def test_summarize_by_cluster_and_subgroup(catalogue):

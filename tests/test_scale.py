@@ -147,13 +147,22 @@ def test_cli_streaming_and_memory_agree(survey_csv, tmp_path):
 
 
 # --- Dask -------------------------------------------------------------------------------------
-
-dask_dataframe = pytest.importorskip("dask.dataframe", reason="the dask extra is part of the test extra")
-distributed = pytest.importorskip("distributed")
+# Only these tests need the optional dask extra: each asks for it through a fixture, so without
+# dask they alone are skipped (a module-level importorskip would skip every streaming test above).
 
 
 @pytest.fixture(scope="module")
-def dask_client():
+def dask_dataframe():
+    return pytest.importorskip("dask.dataframe", reason="the dask extra is part of the test extra")
+
+
+@pytest.fixture(scope="module")
+def distributed():
+    return pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
+
+
+@pytest.fixture(scope="module")
+def dask_client(distributed):
     """A local cluster of two worker processes (one thread each), as in the benchmark."""
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
@@ -179,7 +188,7 @@ def test_dask_file_equals_in_memory_and_loads_the_model_once_per_worker(survey_c
     assert sorted(loads.values()) == [1, 1], loads  # every worker loaded the model exactly once
 
 
-def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client):
+def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client, dask_dataframe):
     from chronoflow.dask_backend import age_stars_dask
 
     whole = pd.read_csv(survey_csv, na_values=["NULL", ""], keep_default_na=False)
@@ -190,7 +199,7 @@ def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client):
     _same_answer(got, in_memory)
 
 
-def test_dask_refuses_a_model_object(survey_csv):
+def test_dask_refuses_a_model_object(survey_csv, dask_dataframe):
     from chronoflow.artifact import load_model
     from chronoflow.dask_backend import age_stars_dask
 
@@ -199,7 +208,7 @@ def test_dask_refuses_a_model_object(survey_csv):
         age_stars_dask(ddf, model=load_model())
 
 
-def test_cli_dask_local_cluster(survey_csv, in_memory, tmp_path):
+def test_cli_dask_local_cluster(survey_csv, in_memory, tmp_path, dask_dataframe, distributed):
     res = CliRunner().invoke(app, ["age-stars", str(survey_csv), "--out", str(tmp_path / "ages.parquet"), "--scheduler", "dask",
                                    "--workers", "1", "--blocksize", "3000", "--no-progress"])  # fmt: skip
     assert res.exit_code == 0, res.output
