@@ -247,7 +247,7 @@ def build_cluster_model(
         return (nodes, *mixture_terms(log_flow, pt.constant(p_mem), f_out, pt.constant(log_bg), xp=pt))
 
     with pm.Model(coords=coords) as model:
-        mu = pm.Uniform("log10_age", lower=lo_mu, upper=hi_mu, initval=center)
+        mu = pm.Uniform("log10_age", lower=lo_mu, upper=hi_mu)  # starts at the window's centre, the fast median
         spread = pm.HalfNormal("age_spread_dex", sigma=spread_prior_dex) if spread_prior_dex > 0 else pt.constant(0.0)
         delta = pm.Normal("reddening_offset", 0.0, reddening_prior_mag) if reddening_prior_mag > 0 else pt.constant(0.0)
         f_out = pm.Beta("f_out", *f_out_prior) if f_out_fixed is None else pt.constant(float(f_out_fixed))
