@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 import chronoflow as cf
-from chronoflow.ages import cluster_age, star_ages
-from chronoflow.artifact import load_model
-from chronoflow.ensemble import FlowEnsemble, n_members
-from chronoflow.flow import make_context
-from chronoflow.posterior import age_grid
+from chronoflow.inference.ages import cluster_age, star_ages
+from chronoflow.flows.artifact import load_model
+from chronoflow.flows.ensemble import FlowEnsemble, n_members
+from chronoflow.flows.flow import make_context
+from chronoflow.inference.posterior import age_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))

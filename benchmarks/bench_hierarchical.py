@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 import chronoflow as cf
-from chronoflow.forward import synthetic_cluster
-from chronoflow.hierarchical import build_cluster_model, sample_cluster_model
+from chronoflow.analysis.forward import synthetic_cluster
+from chronoflow.inference.hierarchical import build_cluster_model, sample_cluster_model
 
 
 def logp_grad_cost(pm_model, repeat: int = 50) -> float:

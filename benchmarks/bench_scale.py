@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py --catalogue ../shared/catalogs/prot_catalogue.csv [--n 1000000]
 
-1. Writes a synthetic survey of ``--n`` stars (``chronoflow.forward.synthetic_field``: colours and
+1. Writes a synthetic survey of ``--n`` stars (``chronoflow.analysis.forward.synthetic_field``: colours and
    errors drawn from the catalogue, log-uniform ages, periods from the flow, 0.1 % bad rows) to
    Parquet in row groups of ``--chunk-rows``.
 2. Ages it (a) in memory (read whole, one ``star_ages`` call, write), (b) streaming
@@ -37,27 +37,27 @@ def run_mode(mode: str, src: Path, dst: Path, chunk_rows: int, threads: int, wor
     """One measurement, in this (fresh) process."""
     import torch
 
-    from chronoflow.artifact import load_model
+    from chronoflow.flows.artifact import load_model
 
     torch.set_num_threads(threads)
     load_model()  # not timed: every mode starts with the model file warm on disk
     if mode == "memory":
         import pandas as pd
 
-        from chronoflow.streaming import age_chunk
+        from chronoflow.scale.streaming import age_chunk
 
         t0 = time.perf_counter()
         res = age_chunk(pd.read_parquet(src))
         res.to_parquet(dst, index=False)
         return {"seconds": time.perf_counter() - t0, "rows": len(res), "peak_mb": _maxrss_mb()}
     if mode == "streaming":
-        from chronoflow.streaming import age_stars_file
+        from chronoflow.scale.streaming import age_stars_file
 
         rep = age_stars_file(src, dst, chunk_rows=chunk_rows, progress=False)
         return {"seconds": rep.seconds, "rows": rep.n_rows, "peak_mb": _maxrss_mb()}
     import distributed
 
-    from chronoflow.dask_backend import age_stars_file_dask
+    from chronoflow.scale.dask_backend import age_stars_file_dask
 
     t0 = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -94,8 +94,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from chronoflow.catalogue import load_catalogue
-    from chronoflow.forward import synthetic_field
+    from chronoflow.data.catalogue import load_catalogue
+    from chronoflow.analysis.forward import synthetic_field
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="chronoflow-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from chronoflow.flow import RotationModel, SplineFlow
+from chronoflow.flows.flow import RotationModel, SplineFlow
 
 
 def _rq_spline_forward(x: torch.Tensor, params: torch.Tensor, n_bins: int, bound: float, scale: float):

@@ -2,8 +2,9 @@
 
 Ages of stars and star clusters from their rotation periods, built on the open-cluster rotator
 catalogue of the ChronoFlow paper (Van-Lane et al.). The pipeline, lowest layer first:
-catalogue and extinction -> flow -> training -> inference (likelihood, posterior grids, fast
-ages, hierarchical ages) -> forward modelling / systematics / validation -> plotting -> CLI.
+``data`` (catalogue, extinction) -> ``flows`` (flow, training, ensemble, model files) ->
+``inference`` (likelihood, posterior grids, fast and hierarchical ages) -> ``analysis`` (forward
+models, systematics, validation) -> ``scale`` (streaming, Dask) -> plotting, CLI.
 
 The public names below are imported on first use, so ``import chronoflow`` (and the CLI's
 ``--help``) does not pay for torch until a model is needed.
@@ -17,36 +18,36 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS = {
-    "ages": ["ClusterAge", "cluster_age", "cluster_ages", "star_ages"],
-    "artifact": ["load_model", "save_model"],
-    "catalogue": ["add_cluster", "catalogue_registry", "load_catalogue", "save_catalogue", "summarize",
+    "inference.ages": ["ClusterAge", "cluster_age", "cluster_ages", "star_ages"],
+    "flows.artifact": ["load_model", "save_model"],
+    "data.catalogue": ["add_cluster", "catalogue_registry", "load_catalogue", "save_catalogue", "summarize",
                   "training_sample", "validate_catalogue"],
     "errors": ["CatalogueError", "ChronoflowError", "DomainError", "ModelError"],
-    "extinction": ["deredden_bprp", "deredden_table", "extinction_coefficients", "extinction_from_dustmap"],
-    "flow": ["FlowConfig", "make_context"],
-    "forward": ["sample_periods", "spin_down_tracks", "synthetic_cluster"],
-    "hierarchical": ["FullClusterAge", "full_cluster_age"],
-    "likelihood": ["StarInputs", "star_flags"],
-    "systematics": ["systematics_sweep"],
-    "training": ["TrainConfig", "train"],
+    "data.extinction": ["deredden_bprp", "deredden_table", "extinction_coefficients", "extinction_from_dustmap"],
+    "flows.flow": ["FlowConfig", "make_context"],
+    "analysis.forward": ["sample_periods", "spin_down_tracks", "synthetic_cluster"],
+    "inference.hierarchical": ["FullClusterAge", "full_cluster_age"],
+    "inference.likelihood": ["StarInputs", "star_flags"],
+    "analysis.systematics": ["systematics_sweep"],
+    "flows.training": ["TrainConfig", "train"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = ["__version__", *sorted(_WHERE)]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .ages import ClusterAge, cluster_age, cluster_ages, star_ages
-    from .artifact import load_model, save_model
-    from .catalogue import (add_cluster, catalogue_registry, load_catalogue, save_catalogue, summarize,
-                            training_sample, validate_catalogue)
+    from .inference.ages import ClusterAge, cluster_age, cluster_ages, star_ages
+    from .flows.artifact import load_model, save_model
+    from .data.catalogue import (add_cluster, catalogue_registry, load_catalogue, save_catalogue, summarize,
+                                 training_sample, validate_catalogue)
     from .errors import CatalogueError, ChronoflowError, DomainError, ModelError
-    from .extinction import deredden_bprp, deredden_table, extinction_coefficients, extinction_from_dustmap
-    from .flow import FlowConfig, make_context
-    from .forward import sample_periods, spin_down_tracks, synthetic_cluster
-    from .hierarchical import FullClusterAge, full_cluster_age
-    from .likelihood import StarInputs, star_flags
-    from .systematics import systematics_sweep
-    from .training import TrainConfig, train
+    from .data.extinction import deredden_bprp, deredden_table, extinction_coefficients, extinction_from_dustmap
+    from .flows.flow import FlowConfig, make_context
+    from .analysis.forward import sample_periods, spin_down_tracks, synthetic_cluster
+    from .inference.hierarchical import FullClusterAge, full_cluster_age
+    from .inference.likelihood import StarInputs, star_flags
+    from .analysis.systematics import systematics_sweep
+    from .flows.training import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:

@@ -62,7 +62,7 @@ def catalogue_summary(
     by: str = typer.Option("cluster", help="Group by 'cluster' or 'subgroup'."),
 ) -> None:
     """Print one line per cluster: stars, fiducial age, colour range, and the training cuts."""
-    from .catalogue import load_catalogue, summarize, training_sample
+    from .data.catalogue import load_catalogue, summarize, training_sample
 
     df = load_catalogue(file)
     summary = summarize(df, by=by)  # refuses a column it cannot group by, in one line
@@ -87,7 +87,7 @@ def catalogue_summary(
 @catalogue_app.command("check")
 def catalogue_check(file: Path = typer.Argument(..., help="Catalogue file to validate.")) -> None:
     """Validate a catalogue file against the schema; exit 0 when it passes."""
-    from .catalogue import load_catalogue
+    from .data.catalogue import load_catalogue
 
     df = load_catalogue(file)
     out.print(f"[green]ok[/green]: {escape(str(file))} has {len(df)} valid rows")
@@ -117,10 +117,10 @@ def train_command(
     """
     import dataclasses
 
-    from .artifact import save_model
-    from .catalogue import load_catalogue
-    from .ensemble import train_ensemble
-    from .training import TrainConfig
+    from .flows.artifact import save_model
+    from .data.catalogue import load_catalogue
+    from .flows.ensemble import train_ensemble
+    from .flows.training import TrainConfig
 
     if out_file.exists() and not overwrite:
         raise ChronoflowError(f"{out_file} exists; pass --overwrite to replace it")
@@ -190,7 +190,7 @@ def model_info(
     """Print the model card of the model in use (the shipped pretrained model by default)."""
     import json
 
-    from .artifact import load_model
+    from .flows.artifact import load_model
 
     card = load_model(model).card
     if as_json:
@@ -211,7 +211,7 @@ def _refuse_unused(ctx: typer.Context, method: str, unused: dict[str, tuple[str,
 
 def _read_user_table(file: Optional[Path]):
     """A user's table (any columns), or the published catalogue when no file is given."""
-    from .catalogue import load_catalogue, read_table
+    from .data.catalogue import load_catalogue, read_table
 
     if file is None:
         return load_catalogue()
@@ -245,8 +245,8 @@ def age_cluster_command(
     idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
-    from .ages import cluster_age
-    from .artifact import load_model
+    from .inference.ages import cluster_age
+    from .flows.artifact import load_model
 
     if method not in ("fast", "full"):
         raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
@@ -255,7 +255,7 @@ def age_cluster_command(
     df = _read_user_table(file)
     member_col = None if membership.lower() == "none" else membership
     if method == "full":
-        from .hierarchical import full_cluster_age
+        from .inference.hierarchical import full_cluster_age
 
         res = full_cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts,
                                include_out_of_domain=include_out_of_domain,
@@ -297,10 +297,10 @@ def age_stars_command(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE; bad rows flagged, never dropped."""
-    from .artifact import load_model
+    from .flows.artifact import load_model
 
     if scheduler == "memory":
-        from .streaming import age_chunk
+        from .scale.streaming import age_chunk
 
         if out_file.suffix.lower() not in (".csv", ".parquet"):
             raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
@@ -309,13 +309,13 @@ def age_stars_command(
         _write_table(res, out_file)
         n_rows, n_flag = len(res), int((res["flag"] != "").sum())
     elif scheduler == "streaming":
-        from .streaming import age_stars_file
+        from .scale.streaming import age_stars_file
 
         report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress,
                                 include_out_of_domain=include_out_of_domain)
         n_rows, n_flag = report.n_rows, report.n_flagged
     elif scheduler == "dask":
-        from .dask_backend import age_stars_file_dask
+        from .scale.dask_backend import age_stars_file_dask
 
         report = age_stars_file_dask(file, out_file, address=address, n_workers=workers, threads_per_worker=threads_per_worker,
                                      blocksize=blocksize, model=model, prior=prior, progress=progress,
@@ -336,8 +336,8 @@ def synthetic_stars_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """A synthetic survey of N field stars (log-uniform ages, real colours and errors, periods from the flow)."""
-    from .artifact import load_model
-    from .forward import synthetic_field
+    from .flows.artifact import load_model
+    from .analysis.forward import synthetic_field
 
     df = synthetic_field(n, catalogue=_read_user_table(catalogue), bad_fraction=bad_fraction, seed=seed, model=load_model(model))
     _write_table(df, out_file)
@@ -357,8 +357,8 @@ def forward_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Forward-model a population at AGE: periods drawn from the flow, in the catalogue schema."""
-    from .artifact import load_model
-    from .forward import synthetic_cluster
+    from .flows.artifact import load_model
+    from .analysis.forward import synthetic_cluster
 
     flow = load_model(model)
     df = synthetic_cluster(age, n, f_field=f_field, f_outlier=f_outlier, age_spread_dex=age_spread, seed=seed, model=flow)
@@ -381,8 +381,8 @@ def tracks_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Spin-down tracks: 2.5/16/50/84/97.5 % rotation periods against age at fixed colours."""
-    from .artifact import load_model
-    from .forward import spin_down_tracks
+    from .flows.artifact import load_model
+    from .analysis.forward import spin_down_tracks
 
     tracks = spin_down_tracks(colour, model=load_model(model))
     if out_file is not None:
@@ -434,9 +434,9 @@ def sweep_command(
     """Systematics sweep: extinction, membership, age scale, calibration ages, model; error budget."""
     import json
 
-    from .artifact import load_model
-    from .catalogue import load_catalogue
-    from .systematics import systematics_sweep
+    from .flows.artifact import load_model
+    from .data.catalogue import load_catalogue
+    from .analysis.systematics import systematics_sweep
 
     df = _read_user_table(file)
     calibration = load_catalogue() if refits else None
@@ -470,9 +470,9 @@ def validate_budgets(
 
     import pandas as pd
 
-    from .budgets import budget_table, budgets_report
-    from .catalogue import load_catalogue
-    from .systematics import DEFAULT_AGE_SCALE_DEX, DEFAULT_CALIBRATION_SCALE_DEX, DEFAULT_REDDENING_SIGMA
+    from .analysis.budgets import budget_table, budgets_report, with_total_relative
+    from .data.catalogue import load_catalogue
+    from .analysis.systematics import DEFAULT_AGE_SCALE_DEX, DEFAULT_CALIBRATION_SCALE_DEX, DEFAULT_REDDENING_SIGMA
 
     if loo is not None and not loo.is_file():
         raise ChronoflowError(f"--loo {loo}: file not found")
@@ -480,10 +480,7 @@ def validate_budgets(
     if table_file is not None:
         if not table_file.is_file():
             raise ChronoflowError(f"--table {table_file}: file not found")
-        table = pd.read_csv(table_file)
-        if "total_relative_dex" not in table.columns:
-            scale = table["age_scale_dex"].where(table["age_scale_in_total"], 0.0)
-            table["total_relative_dex"] = (table["total_dex"] ** 2 - scale**2).clip(lower=0.0) ** 0.5
+        table = with_total_relative(pd.read_csv(table_file))
     else:
         table = budget_table(load_catalogue(catalogue), cluster, jobs=jobs, n_calibration=n_calibration, seed=seed)
     table.to_csv(out_file.with_suffix(".csv"), index=False)
@@ -495,7 +492,7 @@ def validate_budgets(
                 f"{n_calibration} refits from scratch with per-cluster ages perturbed by {DEFAULT_CALIBRATION_SCALE_DEX:g} dex, each "
                 "cluster removed from its own calibration set; seed "
                 f"{seed}. " + (f"Report rewritten from `{table_file.name}` (`--table`)." if table_file is not None else
-                f"Run time {time.perf_counter() - t0:.0f} s with {jobs} processes.") + " See `chronoflow.systematics` for how each "
+                f"Run time {time.perf_counter() - t0:.0f} s with {jobs} processes.") + " See `chronoflow.analysis.systematics` for how each "
                 "component and the total are formed.")  # fmt: skip
     text = budgets_report(table, loo=pd.read_csv(loo) if loo is not None else None, settings=settings,
                           figure=out_file.with_suffix(".png").name)  # fmt: skip
@@ -518,23 +515,23 @@ def validate_loo(
     table_file: Optional[Path] = typer.Option(None, "--table", help="Recalibrate from this earlier loo CSV (all member counts) instead of retraining."),
 ) -> None:
     """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
-    from .artifact import load_model, save_model
-    from .catalogue import load_catalogue
-    from .flow import FlowConfig
-    from .training import TrainConfig
-    from .validation import calibrate_loo, leave_one_out, loo_metrics, loo_report
+    from .flows.artifact import load_model, save_model
+    from .data.catalogue import load_catalogue
+    from .flows.ensemble import card_members
+    from .flows.flow import FlowConfig
+    from .flows.training import TrainConfig
+    from .analysis.validation import calibrate_loo, leave_one_out, loo_metrics, loo_report
 
     import pandas as pd
 
     flow = load_model(model)
     card = flow.card
-    ens = card.get("ensemble") or {"n_members": 1, "bootstrap": "none", "members": [{"epochs": card["epochs"]}]}
-    k = members or ens["n_members"]
-    if not 1 <= k <= ens["n_members"]:
-        raise ChronoflowError(f"--members {k}: the model has {ens['n_members']} members; allowed: 1 to {ens['n_members']}")
-    budgets = [epochs] * k if epochs else [int(m["epochs"]["final"]) for m in ens["members"][:k]]
-    train_cfg = {key: v for key, v in card["training"].items() if key in TrainConfig.__dataclass_fields__}
-    config = TrainConfig(**{key: (tuple(v) if isinstance(v, list) else v) for key, v in train_cfg.items()})
+    n_total, bootstrap, member_epochs = card_members(card)
+    k = members or n_total
+    if not 1 <= k <= n_total:
+        raise ChronoflowError(f"--members {k}: the model has {n_total} members; allowed: 1 to {n_total}")
+    budgets = [epochs] * k if epochs else member_epochs[:k]
+    config = TrainConfig.from_dict(card["training"])
     if table_file is not None:
         if not table_file.is_file():
             raise ChronoflowError(f"--table {table_file}: file not found")
@@ -543,7 +540,7 @@ def validate_loo(
             raise ChronoflowError(f"--table {table_file} has no rows with {k} members (has {sorted(set(table['n_members']))})")
     else:
         table = leave_one_out(load_catalogue(catalogue), cluster, flow_config=FlowConfig(**card["architecture"]), config=config,
-                              n_members=k, bootstrap=ens["bootstrap"], epochs=budgets, seed=config.seed, jobs=jobs,
+                              n_members=k, bootstrap=bootstrap, epochs=budgets, seed=config.seed, jobs=jobs,
                               subsets=subsets)  # fmt: skip
     per_k = {int(n): calibrate_loo(table[table["n_members"] == n])[0] for n in sorted(table["n_members"].unique())}
     table, curve = calibrate_loo(table[table["n_members"] == k])
@@ -553,8 +550,8 @@ def validate_loo(
 
     plot_loo(table, path=out_file.with_suffix(".png"))
     previous = pd.read_csv(before) if before is not None else None
-    recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {ens['n_members']} members per fold "
-              f"(bootstrap {ens['bootstrap']!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "
+    recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {n_total} members per fold "
+              f"(bootstrap {bootstrap!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "
               f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
     text = loo_report(table, metrics, recipe=recipe, figure=out_file.with_suffix(".png").name, before=previous,
                       by_members={n: loo_metrics(t) for n, t in per_k.items()} if len(per_k) > 1 else None)
@@ -580,9 +577,9 @@ def validate_ppc(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a heat map of the KS distances."),
 ) -> None:
     """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
-    from .artifact import load_model
-    from .calibration import ppc_report, predictive_check
-    from .catalogue import load_catalogue
+    from .flows.artifact import load_model
+    from .analysis.calibration import ppc_report, predictive_check
+    from .data.catalogue import load_catalogue
 
     table = predictive_check(load_catalogue(catalogue), load_model())
     table.to_csv(out_file.with_suffix(".csv"), index=False)
@@ -608,8 +605,8 @@ def validate_coverage(
     """Coverage of the fast 68 % / 95 % age intervals on synthetic clusters and single stars."""
     import time
 
-    from .artifact import load_model
-    from .calibration import age_coverage, coverage_report
+    from .flows.artifact import load_model
+    from .analysis.calibration import age_coverage, coverage_report
 
     t0 = time.perf_counter()
     cov = age_coverage(load_model(), n_clusters=n_clusters, n_stars=n_stars, f_field=f_field, f_outlier=f_outlier,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .ages import ClusterAge
-from .flow import RotationModel
-from .forward import density_map
+from .inference.ages import ClusterAge
+from .flows.flow import RotationModel
+from .analysis.forward import density_map
 
 __all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
 
@@ -171,7 +171,7 @@ def plot_tracks(tracks, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     tracks
-        Output of :func:`chronoflow.forward.spin_down_tracks` (default percentiles).
+        Output of :func:`chronoflow.analysis.forward.spin_down_tracks` (default percentiles).
     path
         Save the figure there when given.
 
@@ -203,7 +203,7 @@ def plot_ppc(table, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     table
-        Output of :func:`chronoflow.calibration.predictive_check`.
+        Output of :func:`chronoflow.analysis.calibration.predictive_check`.
     path
         Save the figure there when given.
     """
@@ -225,7 +225,7 @@ def plot_budget(result, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     result
-        A :class:`chronoflow.systematics.SweepResult`.
+        A :class:`chronoflow.analysis.systematics.SweepResult`.
     path
         Save the figure there when given.
     """
@@ -255,10 +255,10 @@ def plot_loo(table, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     table
-        The table of :func:`chronoflow.validation.leave_one_out` (``cluster``,
+        The table of :func:`chronoflow.analysis.validation.leave_one_out` (``cluster``,
         ``fiducial_age_myr`` [Myr], ``log10_age_median``/``p16``/``p84`` [log10 Myr],
         ``residual_dex``, ``revised_in_paper``; ``total_dex`` from
-        :func:`chronoflow.validation.calibrate_loo` is drawn as wide pale bars when present).
+        :func:`chronoflow.analysis.validation.calibrate_loo` is drawn as wide pale bars when present).
     path
         Save the figure there when given.
 
@@ -304,7 +304,7 @@ def plot_budgets(table, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     table
-        The table of :func:`chronoflow.budgets.budget_table` (``cluster``, ``age_myr`` [Myr] and
+        The table of :func:`chronoflow.analysis.budgets.budget_table` (``cluster``, ``age_myr`` [Myr] and
         ``*_dex`` columns for ``statistical``, the components and ``total``; ``*_unc_dex``
         columns are not drawn).
     path

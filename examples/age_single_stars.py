@@ -90,7 +90,7 @@ def write_user_csv(catalogue: pd.DataFrame, path: Path, rng: np.random.Generator
 def plot(ages: pd.DataFrame, posteriors: np.ndarray, literature: dict[str, float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from chronoflow.posterior import age_grid
+    from chronoflow.inference.posterior import age_grid
 
     fig, (ax, ax_post) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     palette = dict(zip(CLUSTERS, ["tab:blue", "tab:orange", "tab:green"]))
@@ -151,7 +151,7 @@ def main() -> None:
     mine = pd.read_csv(csv)
     # deredden_table solves (BP-RP)0 = (BP-RP)obs - A0 [k_BP - k_RP]((BP-RP)0, A0) star by star and
     # propagates both errors. It adds BPRP_0, e_BPRP_0, E_BPRP and DERED_FLAG (a bitmask of
-    # chronoflow.extinction.DeredFlag: 0 = fine, 1 = bad input such as a missing A0, ...).
+    # chronoflow.data.extinction.DeredFlag: 0 = fine, 1 = bad input such as a missing A0, ...).
     # Have E(B-V) instead of A0? Use ebv_col="my_ebv_column" (A0 = 3.1 E(B-V)).
     mine = cf.deredden_table(mine, bprp_col="bp_rp", a0_col="a0", e_bprp_col="bp_rp_error", e_a0_col="a0_error")
     # chronoflow wants the period in a column called Prot [d]

@@ -3,16 +3,16 @@
     python examples/forward_model_population.py [--age 650] [--catalogue PATH] [--out-dir DIR]
 
 The flow is a *generative* model of p(log10 Prot | age, (BP-RP)0, colour error), so besides ageing
-stars it can draw them. This walkthrough uses :mod:`chronoflow.forward` to
+stars it can draw them. This walkthrough uses :mod:`chronoflow.analysis.forward` to
 
-1. draw periods for one colour at several ages (:func:`~chronoflow.forward.sample_periods`) and
+1. draw periods for one colour at several ages (:func:`~chronoflow.analysis.forward.sample_periods`) and
    print how a K dwarf spins down;
 2. build a synthetic cluster in the catalogue schema, with field contamination and outliers and
-   truth columns (:func:`~chronoflow.forward.synthetic_cluster`), draw it over the model density
-   (:func:`~chronoflow.forward.density_map`) beside a real cluster of similar age, and age it
+   truth columns (:func:`~chronoflow.analysis.forward.synthetic_cluster`), draw it over the model density
+   (:func:`~chronoflow.analysis.forward.density_map`) beside a real cluster of similar age, and age it
    back with :func:`chronoflow.cluster_age` to close the loop;
 3. compute spin-down tracks: exact period quantiles against age at fixed colours
-   (:func:`~chronoflow.forward.spin_down_tracks`, drawn by :func:`chronoflow.plotting.plot_tracks`);
+   (:func:`~chronoflow.analysis.forward.spin_down_tracks`, drawn by :func:`chronoflow.plotting.plot_tracks`);
 4. draw the model density at several ages with the nearest-age catalogue cluster on top
    (:func:`chronoflow.plotting.plot_density_panels`).
 
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 import chronoflow as cf
-from chronoflow.forward import (
+from chronoflow.analysis.forward import (
     density_map,
     sample_periods,
     spin_down_tracks,

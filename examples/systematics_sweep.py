@@ -5,13 +5,13 @@
 A cluster age from the fast posterior (``examples/age_a_cluster.py``) has a *statistical* error
 (how well the periods pin down the age if every assumption is right) and the model's own error
 (ensemble spread and the leave-one-out calibrated term). A systematics sweep
-(:func:`chronoflow.systematics.systematics_sweep`) ages the cluster again under changed
+(:func:`chronoflow.analysis.systematics.systematics_sweep`) ages the cluster again under changed
 assumptions and turns the shifts of the median age into a budget, component by component, each
 with its own uncertainty:
 
 * ``extinction``: a cluster-wide E(BP-RP) error of 0.03 mag, integrated by 5-node Gauss-Hermite
   quadrature; ``dust_maps``: alternative colour columns that we compute here with
-  :mod:`chronoflow.extinction` (a 20 % larger A0, as another dust map might give, and a
+  :mod:`chronoflow.data.extinction` (a 20 % larger A0, as another dust map might give, and a
   colour-independent extinction coefficient);
 * ``membership``: hard cuts at membership 0.5 / 0.7 / 0.9 instead of weighting (their own
   statistical noise removed) and the HDBSCAN membership column;
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 
 import chronoflow as cf
-from chronoflow.extinction import DeredFlag, ExtinctionRangeWarning
+from chronoflow.data.extinction import DeredFlag, ExtinctionRangeWarning
 from chronoflow.plotting import plot_budget
-from chronoflow.systematics import refit_count, systematics_sweep
+from chronoflow.analysis.systematics import refit_count, systematics_sweep
 
 SEED = 0
 #: A0 [mag] towards the default cluster: E(B-V) ~ 0.17 in the literature, A0 = 3.1 E(B-V). Only

@@ -39,7 +39,7 @@ def catalogue_path() -> Path:
 
 @pytest.fixture(scope="session")
 def catalogue(catalogue_path):
-    from chronoflow.catalogue import load_catalogue
+    from chronoflow.data.catalogue import load_catalogue
 
     return load_catalogue(catalogue_path)
 

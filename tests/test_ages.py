@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chronoflow.ages import cluster_age, cluster_ages, star_ages
-from chronoflow.artifact import load_model
-from chronoflow.catalogue import training_sample
+from chronoflow.inference.ages import cluster_age, cluster_ages, star_ages
+from chronoflow.flows.artifact import load_model
+from chronoflow.data.catalogue import training_sample
 from chronoflow.errors import ChronoflowError, DomainError
-from chronoflow.flow import make_context
-from chronoflow.posterior import age_grid, quantiles
+from chronoflow.flows.flow import make_context
+from chronoflow.inference.posterior import age_grid, quantiles
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from chronoflow.artifact import default_model_path, load_model, save_model
+from chronoflow.flows.artifact import default_model_path, load_model, save_model
 from chronoflow.errors import ModelError
-from chronoflow.flow import FlowConfig, Standardization, TrainingDomain, build_model, make_context
+from chronoflow.flows.flow import FlowConfig, Standardization, TrainingDomain, build_model, make_context
 
 
 @pytest.fixture
@@ -149,8 +149,8 @@ def test_a_card_that_does_not_fit_its_weights_is_refused(model, tmp_path):
 def test_shipped_card_describes_the_catalogue_and_stars_it_was_trained_on(catalogue, catalogue_path):
     """The training domain and standardization on the card are what TrainingDomain.fit and
     Standardization.fit give for the catalogue under the card's cuts, on the card's clusters."""
-    from chronoflow.catalogue import training_sample
-    from chronoflow.training import catalogue_sha256
+    from chronoflow.data.catalogue import training_sample
+    from chronoflow.flows.training import catalogue_sha256
 
     shipped = load_model()
     card = shipped.card
@@ -189,7 +189,7 @@ def test_shipped_model_card_is_complete():
     # plausibility bounds of a calibrated predictive density (not copies of the card's numbers)
     assert 0.5 < flow["coverage_68"] < 0.85 and 0.85 < flow["coverage_95"] <= 1.0
     # the shipped model is an ensemble with one card: its members are the weights in the file
-    from chronoflow.ensemble import FlowEnsemble
+    from chronoflow.flows.ensemble import FlowEnsemble
 
     ens = card["ensemble"]
     assert isinstance(model, FlowEnsemble) and model.n_members == ens["n_members"] == len(ens["members"]) == len(card["members_meta"]) >= 3

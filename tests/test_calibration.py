@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from chronoflow.ages import star_ages
-from chronoflow.artifact import load_model
-from chronoflow.calibration import COLOUR_BINS, age_coverage, predictive_check
-from chronoflow.catalogue import training_sample
-from chronoflow.flow import make_context
-from chronoflow.forward import sample_periods, synthetic_cluster
-from chronoflow.posterior import age_grid, quantiles
+from chronoflow.inference.ages import star_ages
+from chronoflow.flows.artifact import load_model
+from chronoflow.analysis.calibration import COLOUR_BINS, age_coverage, predictive_check
+from chronoflow.data.catalogue import training_sample
+from chronoflow.flows.flow import make_context
+from chronoflow.analysis.forward import sample_periods, synthetic_cluster
+from chronoflow.inference.posterior import age_grid, quantiles
 
 #: False-alarm probability of each check (two-sided binomial intervals, KS critical values).
 ALPHA = 1e-3

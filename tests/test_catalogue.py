@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from chronoflow._cache import cache_dir
-from chronoflow.catalogue import (
+from chronoflow.data.catalogue import (
     REVISED_CLUSTERS,
     add_cluster,
     catalogue_registry,
@@ -89,7 +89,7 @@ def test_revised_clusters_are_catalogue_clusters_with_one_fiducial_age(catalogue
 def registry_serving_shared(catalogue_path, monkeypatch):
     """The default registry entry, its URL moved to a loopback server that serves the ../shared
     file; returns (patch(sha256), entry, request counter). Nothing leaves the machine."""
-    import chronoflow.catalogue as cat_mod
+    import chronoflow.data.catalogue as cat_mod
 
     requests = []
 

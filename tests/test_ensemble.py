@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from chronoflow.ages import cluster_age, star_ages
-from chronoflow.artifact import load_model, save_model
-from chronoflow.ensemble import FlowEnsemble, member_log_prob_grid, train_ensemble
+from chronoflow.inference.ages import cluster_age, star_ages
+from chronoflow.flows.artifact import load_model, save_model
+from chronoflow.flows.ensemble import FlowEnsemble, member_log_prob_grid, train_ensemble
 from chronoflow.errors import ChronoflowError
-from chronoflow.flow import FlowConfig, make_context
-from chronoflow.training import TrainConfig, train
+from chronoflow.flows.flow import FlowConfig, make_context
+from chronoflow.flows.training import TrainConfig, train
 
 TINY = FlowConfig(n_transforms=2, n_bins=6, hidden=16)
 

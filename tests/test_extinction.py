@@ -1,4 +1,4 @@
-"""Tests of chronoflow.extinction: the Gaia EDR3 extinction law, de-reddening and dust maps."""
+"""Tests of chronoflow.data.extinction: the Gaia EDR3 extinction law, de-reddening and dust maps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from chronoflow.errors import DomainError
-from chronoflow.extinction import (
+from chronoflow.data.extinction import (
     BPRP0_RANGE,
     DeredFlag,
     DustMapMissingError,
@@ -293,7 +293,7 @@ PRAESEPE, HYADES = (130.10, 19.67), (66.75, 15.87)
 
 
 def test_importing_the_module_does_not_import_dustmaps():
-    code = "import sys, chronoflow.extinction; print('dustmaps' in sys.modules)"
+    code = "import sys, chronoflow.data.extinction; print('dustmaps' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

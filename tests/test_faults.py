@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chronoflow import streaming
+from chronoflow.scale import streaming
 from chronoflow._cache import fetch_verified
 from chronoflow.errors import CatalogueError, ChronoflowError
-from chronoflow.streaming import age_stars_file
+from chronoflow.scale.streaming import age_stars_file
 
 
 def _sha(data: bytes) -> str:
@@ -88,7 +88,7 @@ def test_a_successful_run_leaves_exactly_the_output(tiny_csv, tmp_path, suffix):
 def test_dask_failed_run_keeps_the_previous_output_and_a_good_run_replaces_it(tmp_path):
     pytest.importorskip("dask.dataframe", reason="the dask extra is part of the test extra")
     distributed = pytest.importorskip("distributed")
-    from chronoflow.dask_backend import age_stars_file_dask
+    from chronoflow.scale.dask_backend import age_stars_file_dask
 
     rows = pd.DataFrame({"Prot": [8.0] * 12, "BPRP_0": [1.2] * 12, "e_BPRP_0": [0.02] * 12,
                          "id": [str(i) for i in range(10)] + ["x", "y"]})  # fmt: skip
@@ -117,7 +117,7 @@ def test_dask_failed_run_keeps_the_previous_output_and_a_good_run_replaces_it(tm
 
 def test_dask_refuses_to_replace_what_is_not_its_own_output(tmp_path):
     pytest.importorskip("distributed")
-    from chronoflow.dask_backend import age_stars_file_dask
+    from chronoflow.scale.dask_backend import age_stars_file_dask
 
     src = tmp_path / "stars.csv"
     src.write_text("Prot,BPRP_0,e_BPRP_0\n8,1.2,0.02\n")
@@ -241,7 +241,7 @@ def test_concurrent_fetches_of_one_key_end_with_one_verified_file(tmp_path):
 def registered(catalogue, monkeypatch):
     """The registry pointing at a small valid catalogue served on loopback (the cache is the
     per-test $CHRONOFLOW_CACHE_DIR set in conftest)."""
-    import chronoflow.catalogue as cat_mod
+    import chronoflow.data.catalogue as cat_mod
     from chronoflow._cache import cache_dir
 
     data = catalogue.iloc[:30].to_csv(index=False, na_rep="NULL").encode()
@@ -253,7 +253,7 @@ def registered(catalogue, monkeypatch):
 
 
 def test_load_catalogue_refetches_a_tampered_cache_copy(registered):
-    from chronoflow.catalogue import load_catalogue
+    from chronoflow.data.catalogue import load_catalogue
 
     srv, cached = registered
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +263,7 @@ def test_load_catalogue_refetches_a_tampered_cache_copy(registered):
 
 
 def test_load_catalogue_with_a_tampered_cache_copy_offline_is_a_clear_error(registered):
-    from chronoflow.catalogue import load_catalogue
+    from chronoflow.data.catalogue import load_catalogue
 
     srv, cached = registered
     cached.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from chronoflow.flow import (
+from chronoflow.flows.flow import (
     DomainWarning,
     FlowConfig,
     Standardization,
@@ -33,7 +33,7 @@ def _random_model(kind="spline_flow", seed=3):
 @pytest.fixture(params=["random_flow", "random_gaussian", "shipped"])
 def model(request):
     if request.param == "shipped":
-        from chronoflow.artifact import load_model
+        from chronoflow.flows.artifact import load_model
 
         return load_model()
     return _random_model("spline_flow" if request.param == "random_flow" else "gaussian")
@@ -131,7 +131,7 @@ def test_fast_density_equals_nflows_everywhere_in_the_domain(which):
     import copy
 
     if which == "shipped_member":
-        from chronoflow.artifact import load_model
+        from chronoflow.flows.artifact import load_model
 
         flow = load_model()
         flow = getattr(flow, "members", [flow])[0]

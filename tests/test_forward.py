@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chronoflow.artifact import load_model
+from chronoflow.flows.artifact import load_model
 from chronoflow.errors import DomainError
-from chronoflow.flow import make_context
-from chronoflow.forward import density_map, sample_periods, spin_down_tracks, synthetic_cluster
+from chronoflow.flows.flow import make_context
+from chronoflow.analysis.forward import density_map, sample_periods, spin_down_tracks, synthetic_cluster
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_synthetic_cluster_contents(model):
     assert not df.loc[~df["is_member"], "is_outlier"].any()
     np.testing.assert_allclose(df["BPRP_0"] - df["true_bprp0"], 0.05)
     assert (members["mem_prob_source"] >= 0.7).all() and (df.loc[~df["is_member"], "mem_prob_source"] <= 0.5).all()
-    from chronoflow.catalogue import validate_catalogue
+    from chronoflow.data.catalogue import validate_catalogue
 
     validate_catalogue(df)  # the catalogue schema holds
     again = synthetic_cluster(300.0, 400, f_field=0.2, f_outlier=0.1, reddening_offset=0.05, seed=4, model=model)

@@ -10,9 +10,9 @@ pytest.importorskip("pymc")
 
 from pytensor.gradient import verify_grad  # noqa: E402
 
-from chronoflow.artifact import load_model  # noqa: E402
-from chronoflow.flow_ops import FlowLogpOp, StarTables, flow_logp_with_grad, tabulated_logp  # noqa: E402
-from chronoflow.forward import synthetic_cluster  # noqa: E402
+from chronoflow.flows.artifact import load_model  # noqa: E402
+from chronoflow.flows.flow_ops import FlowLogpOp, StarTables, flow_logp_with_grad, tabulated_logp  # noqa: E402
+from chronoflow.analysis.forward import synthetic_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_tables_match_the_exact_flow(model):
 
 
 def test_table_and_exact_models_agree(model):
-    from chronoflow.hierarchical import build_cluster_model
+    from chronoflow.inference.hierarchical import build_cluster_model
 
     df = synthetic_cluster(500.0, 40, seed=5, model=model)
     models = [build_cluster_model(df, model, center=np.log10(500.0), likelihood=k) for k in ("table", "exact")]
@@ -69,7 +69,7 @@ def test_table_and_exact_models_agree(model):
 
 @pytest.mark.slow
 def test_recovery_membership_and_seeds(model):
-    from chronoflow.hierarchical import full_cluster_age
+    from chronoflow.inference.hierarchical import full_cluster_age
 
     truth = {"age": 400.0, "spread": 0.03, "offset": 0.015}
     df = synthetic_cluster(truth["age"], 200, colours=np.linspace(0.6, 2.5, 100), reddening_offset=truth["offset"],
@@ -96,7 +96,7 @@ def test_recovery_membership_and_seeds(model):
 
 @pytest.mark.slow
 def test_full_agrees_with_fast_on_a_real_cluster(model, catalogue):
-    from chronoflow.hierarchical import full_cluster_age
+    from chronoflow.inference.hierarchical import full_cluster_age
 
     full = full_cluster_age(catalogue, "NGC6811", model=model, draws=400, tune=400, chains=2, seed=0,
                             progressbar=False)  # fmt: skip
@@ -135,9 +135,9 @@ def test_full_and_fast_refuse_each_others_arguments(catalogue, catalogue_path):
     import subprocess
     import sys
 
-    from chronoflow.ages import cluster_age
+    from chronoflow.inference.ages import cluster_age
     from chronoflow.errors import ChronoflowError
-    from chronoflow.hierarchical import full_cluster_age
+    from chronoflow.inference.hierarchical import full_cluster_age
 
     with pytest.raises(ChronoflowError, match="full_cluster_age"):
         cluster_age(catalogue, "NGC752", method="full")

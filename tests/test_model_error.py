@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from chronoflow.errors import ChronoflowError
-from chronoflow.model_error import ModelErrorCurve, calibrate_model_error, error_budget
-from chronoflow.validation import calibrate_loo, loo_metrics
+from chronoflow.inference.model_error import ModelErrorCurve, calibrate_model_error, error_budget
+from chronoflow.analysis.validation import calibrate_loo, loo_metrics
 
 
 def test_calibration_recovers_an_injected_age_dependent_scatter():

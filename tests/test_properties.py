@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chronoflow.ages import cluster_age, star_ages
-from chronoflow.artifact import load_model
-from chronoflow.catalogue import load_catalogue
+from chronoflow.inference.ages import cluster_age, star_ages
+from chronoflow.flows.artifact import load_model
+from chronoflow.data.catalogue import load_catalogue
 from chronoflow.errors import ChronoflowError
-from chronoflow.extinction import DeredFlag, deredden_bprp
-from chronoflow.forward import sample_periods
-from chronoflow.posterior import age_grid
-from chronoflow.streaming import age_chunk, table_chunks
+from chronoflow.data.extinction import DeredFlag, deredden_bprp
+from chronoflow.analysis.forward import sample_periods
+from chronoflow.inference.posterior import age_grid
+from chronoflow.scale.streaming import age_chunk, table_chunks
 
 MODEL = load_model()
 GRID = age_grid()

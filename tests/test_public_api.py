@@ -11,34 +11,46 @@ import chronoflow as cf
 
 PACKAGE = Path(cf.__file__).parent
 
-#: The pipeline, lowest layer first: a module may import from its own layer or a lower one.
+#: The pipeline, lowest layer first, as subpackages: a module may import from its own layer or a
+#: lower one. (The package's own modules and __init__ files sit at the top; the core helpers
+#: ``_version``, ``errors`` and ``_cache`` at the bottom.)
 LAYERS = [
-    {"_version", "errors", "_cache"},
-    {"catalogue", "extinction"},
-    {"flow", "flow_ops", "training", "ensemble", "artifact"},
-    {"likelihood", "posterior", "model_error", "ages", "hierarchical"},
-    {"forward", "systematics", "validation", "calibration", "budgets"},
-    {"streaming", "dask_backend"},
-    {"plotting", "cli", "__init__"},
+    ("", {"_version", "errors", "_cache"}),
+    ("data", {"catalogue", "extinction"}),
+    ("flows", {"flow", "flow_ops", "training", "ensemble", "artifact"}),
+    ("inference", {"likelihood", "posterior", "model_error", "ages", "hierarchical"}),
+    ("analysis", {"forward", "systematics", "validation", "calibration", "budgets"}),
+    ("scale", {"streaming", "dask_backend"}),
+    ("", {"plotting", "cli"}),
 ]
-LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+LAYER = {(f"{sub}." if sub else "") + name: i for i, (sub, names) in enumerate(LAYERS) for name in names}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module names below the package (``inference.ages``), without the __init__ files."""
+    return {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))
+            if p.name != "__init__.py"}  # fmt: skip
 
 
 def _imports() -> dict[str, list[tuple[str, list[str]]]]:
-    """Per module: every ``from .x import a, b`` (also inside functions), as (x, [a, b])."""
+    """Per module: every relative ``from .x import a, b`` (also inside functions), resolved to
+    the dotted target module, as (target, [a, b])."""
     found = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        tree = ast.parse(path.read_text())
+    for name, path in _modules().items():
+        package = name.split(".")[:-1]
         rows = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                rows.append((node.module, [a.name for a in node.names]))
-        found[path.stem] = rows
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
+                base = package[: len(package) - (node.level - 1)]
+                rows.append((".".join([*base, node.module]), [a.name for a in node.names]))
+        found[name] = rows
     return found
 
 
-def test_every_module_has_a_layer():
-    assert set(_imports()) == set(LAYER), "a new module needs a place in LAYERS (and docs/architecture.md)"
+def test_every_module_has_a_layer_and_sits_in_its_subpackage():
+    assert set(_modules()) == set(LAYER), "a new module needs a place in LAYERS (and docs/architecture.md)"
+    init = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    assert {sub for sub, _ in LAYERS if sub} <= init, "every layer's subpackage is a package"
 
 
 def test_modules_import_only_downward_and_without_a_circle():
@@ -65,7 +77,7 @@ def test_no_module_imports_a_private_name_of_another():
     private = [(m, t, n) for m, rows in _imports().items() for t, names in rows for n in names
                if n.startswith("_") and n != "__version__"]  # fmt: skip
     assert not private, f"private names imported across modules: {private}"
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         assert "._transforms" not in path.read_text(), f"{path.name} reaches into nflows' private _transforms"
 
 

@@ -18,8 +18,8 @@ import pytest
 from scipy import stats
 
 from chronoflow import cluster_age
-from chronoflow.artifact import load_model
-from chronoflow.catalogue import REVISED_CLUSTERS
+from chronoflow.flows.artifact import load_model
+from chronoflow.data.catalogue import REVISED_CLUSTERS
 
 LOO_CSV = Path(__file__).resolve().parents[1] / "docs" / "validation" / "loo.csv"
 

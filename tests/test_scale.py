@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from chronoflow.ages import OUT_OF_DOMAIN_FLAGS, star_ages
+from chronoflow.inference.ages import OUT_OF_DOMAIN_FLAGS, star_ages
 from chronoflow.cli import app
 from chronoflow.errors import ChronoflowError
-from chronoflow.forward import BAD_KINDS, synthetic_field
-from chronoflow.streaming import age_stars_file, count_rows, table_chunks
+from chronoflow.analysis.forward import BAD_KINDS, synthetic_field
+from chronoflow.scale.streaming import age_stars_file, count_rows, table_chunks
 
 # What each injected bad row must be flagged as.
 EXPECTED_FLAG = {"missing_prot": "missing_value", "negative_prot": "nonpositive", "zero_error": "nonpositive",
@@ -172,7 +172,7 @@ def dask_client(distributed):
 
 
 def test_dask_file_equals_in_memory_and_loads_the_model_once_per_worker(survey_csv, in_memory, dask_client, tmp_path):
-    from chronoflow.dask_backend import age_stars_file_dask
+    from chronoflow.scale.dask_backend import age_stars_file_dask
 
     report = age_stars_file_dask(survey_csv, tmp_path / "ages.parquet", blocksize=2_000, client=dask_client, progress=False)
     assert report.n_chunks >= 4, "the test needs more partitions than workers"
@@ -180,7 +180,7 @@ def test_dask_file_equals_in_memory_and_loads_the_model_once_per_worker(survey_c
     _same_answer(pd.read_parquet(tmp_path / "ages.parquet"), in_memory)
 
     def model_loads():
-        from chronoflow.artifact import _load_cached
+        from chronoflow.flows.artifact import _load_cached
 
         return _load_cached.cache_info().misses
 
@@ -189,7 +189,7 @@ def test_dask_file_equals_in_memory_and_loads_the_model_once_per_worker(survey_c
 
 
 def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client, dask_dataframe):
-    from chronoflow.dask_backend import age_stars_dask
+    from chronoflow.scale.dask_backend import age_stars_dask
 
     whole = pd.read_csv(survey_csv, na_values=["NULL", ""], keep_default_na=False)
     lazy = age_stars_dask(dask_dataframe.from_pandas(whole, npartitions=5))
@@ -200,8 +200,8 @@ def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client, dask_data
 
 
 def test_dask_refuses_a_model_object(survey_csv, dask_dataframe):
-    from chronoflow.artifact import load_model
-    from chronoflow.dask_backend import age_stars_dask
+    from chronoflow.flows.artifact import load_model
+    from chronoflow.scale.dask_backend import age_stars_dask
 
     ddf = dask_dataframe.from_pandas(pd.read_csv(survey_csv, na_values=["NULL", ""], keep_default_na=False), npartitions=2)
     with pytest.raises(ChronoflowError, match="pass the model as a file path"):

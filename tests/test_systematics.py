@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chronoflow import systematics
-from chronoflow.ages import ClusterAge
-from chronoflow.artifact import load_model
-from chronoflow.flow import FlowConfig, Standardization, TrainingDomain, build_model
-from chronoflow.systematics import model_fingerprint, refit_count, systematics_sweep
-from chronoflow.training import TrainConfig, train
+from chronoflow.analysis import systematics
+from chronoflow.inference.ages import ClusterAge
+from chronoflow.flows.artifact import load_model
+from chronoflow.flows.flow import FlowConfig, Standardization, TrainingDomain, build_model
+from chronoflow.analysis.systematics import model_fingerprint, refit_count, systematics_sweep
+from chronoflow.flows.training import TrainConfig, train
 
 TINY = FlowConfig(n_transforms=2, n_bins=6, hidden=16)
 
@@ -45,7 +45,7 @@ def toy():
 #
 # The sweep's arithmetic (quadrature, noise removal, pairing, noise floor, the total's choice) is
 # checked on variant ages whose budget is known independently: a stand-in for
-# ``chronoflow.systematics.cluster_age`` returns, for the stars it is given,
+# ``chronoflow.analysis.systematics.cluster_age`` returns, for the stars it is given,
 #
 #     median = mean(_age) + A x + Q x^2 + B x^3 + (age shift of the model)
 #     statistical = S / sqrt(n)
@@ -252,7 +252,7 @@ def test_two_different_unsaved_models_never_share_a_refit(toy, tmp_path):
 
 
 def load_model_roundtrip(flow, tmp_path):
-    from chronoflow.artifact import save_model
+    from chronoflow.flows.artifact import save_model
 
     path = save_model(flow, tmp_path / "m.pt")
     return load_model(path)
@@ -352,7 +352,7 @@ def test_a_component_whose_every_variant_fails_is_named_not_dropped(model, catal
 def test_cli_json_is_the_budget_of_the_same_sweep_in_python(catalogue_path, model):
     """The CLI passes its options on: its JSON equals the Python budget of the same options (the
     non-default widths show they are not the defaults)."""
-    from chronoflow.catalogue import read_table
+    from chronoflow.data.catalogue import read_table
 
     res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "sweep", str(catalogue_path), "--cluster", "NGC6811",
                           "--reddening-sigma", "0.05", "--age-scale", "0.2", "--no-refits", "--json"],
@@ -382,7 +382,7 @@ def test_cli_json_is_the_budget_of_the_same_sweep_in_python(catalogue_path, mode
 
 @pytest.mark.slow
 def test_full_budget_statistical_term_and_agreement_with_the_fast_budget(model, catalogue):
-    from chronoflow.hierarchical import full_cluster_age
+    from chronoflow.inference.hierarchical import full_cluster_age
 
     sampler = dict(draws=400, tune=400, chains=2, cores=2, seed=3)
     with warnings.catch_warnings():

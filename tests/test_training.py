@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from chronoflow import training
-from chronoflow.catalogue import REVISED_CLUSTERS, training_sample
+from chronoflow.flows import training
+from chronoflow.data.catalogue import REVISED_CLUSTERS, training_sample
 from chronoflow.errors import ChronoflowError
-from chronoflow.flow import FlowConfig, make_context
-from chronoflow.training import TrainConfig, split_by_cluster, train
+from chronoflow.flows.flow import FlowConfig, make_context
+from chronoflow.flows.training import TrainConfig, split_by_cluster, train
 
 TINY = FlowConfig(n_transforms=2, n_bins=6, hidden=16)
 
@@ -47,8 +47,8 @@ def test_short_training_is_reproducible_and_learns(toy_catalogue):
 
 def test_loss_goes_down(toy_catalogue):
     res = _train(toy_catalogue, refit_all=False, max_epochs=30)
-    from chronoflow.flow import build_model
-    from chronoflow.training import _arrays
+    from chronoflow.flows.flow import build_model
+    from chronoflow.flows.training import _arrays
 
     untrained = build_model(TINY, res.model.scaling, res.model.domain, seed=0)
     y, ctx, _, _ = _arrays(toy_catalogue[toy_catalogue["cluster"].isin(["C", "E"])])
@@ -215,12 +215,11 @@ def test_split_never_holds_out_extremes_or_revised(catalogue):
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_card(catalogue):
     """The shipped ensemble's card records its seeds and config: training again gives its metrics."""
-    from chronoflow.artifact import load_model
-    from chronoflow.ensemble import train_ensemble
+    from chronoflow.flows.artifact import load_model
+    from chronoflow.flows.ensemble import train_ensemble
 
     card = load_model().card
-    fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in card["training"].items() if k in fields})
+    cfg = TrainConfig.from_dict(card["training"])
     ens = card["ensemble"]
     res = train_ensemble(catalogue, ens["n_members"], FlowConfig(**card["architecture"]), cfg, bootstrap=ens["bootstrap"],
                          progress=False)  # fmt: skip
@@ -261,7 +260,7 @@ def test_age_label_noise_is_seeded_and_convolves_the_age_dependence(toy_catalogu
 
 
 def test_gap_noise_widens_the_label_noise_where_ages_are_sparse():
-    from chronoflow.training import _noise_scale
+    from chronoflow.flows.training import _noise_scale
 
     log_age = np.repeat([0.3, 1.0, 1.2, 2.0], 3)
     np.testing.assert_allclose(_noise_scale(log_age, TrainConfig(age_noise_dex=0.1)), 0.1)
@@ -274,7 +273,7 @@ def test_gap_noise_widens_the_label_noise_where_ages_are_sparse():
 
 
 def test_bootstrap_weights_resample_stars_or_clusters():
-    from chronoflow.training import _bootstrap_weights
+    from chronoflow.flows.training import _bootstrap_weights
 
     groups = np.repeat(np.arange(6), 50)
     assert (_bootstrap_weights(groups, "none", 0) == 1).all()

@@ -4,7 +4,7 @@
 ``#:`` comment on the lines above the assignment or at the end of its line. Griffe only reads
 docstrings, so such a comment becomes the attribute's docstring (an existing docstring wins).
 
-**Roles.** The docstrings use reStructuredText roles (``:func:`~chronoflow.ages.cluster_age```,
+**Roles.** The docstrings use reStructuredText roles (``:func:`~chronoflow.inference.ages.cluster_age```,
 ``:class:`FlowConfig```, ``:meth:`log_prob```), which Markdown would print verbatim. After the
 package is loaded, every role is rewritten:
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 CLI_MARKER = "<!-- cli-reference -->"
 EXAMPLES_MARKER = "<!-- examples -->"
-# Sphinx roles in the scripts' docstrings (``:func:`~chronoflow.forward.sample_periods```) are
+# Sphinx roles in the scripts' docstrings (``:func:`~chronoflow.analysis.forward.sample_periods```) are
 # shown as code here: a link would break the strict build whenever a script names an object
 # that has no API page.
 ROLE = re.compile(r":(?:py:)?[a-z]+:`~?(?P<target>[^`]+)`")

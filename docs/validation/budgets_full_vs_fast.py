@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import chronoflow as cf
-    from chronoflow.systematics import systematics_sweep
+    from chronoflow.analysis.systematics import systematics_sweep
 
     df = cf.load_catalogue(args.catalogue)
     model = cf.load_model()

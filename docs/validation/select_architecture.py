@@ -12,9 +12,9 @@ Method (details in the generated markdown):
 
 * grouped K-fold over clusters: the eligible validation clusters (not among the two youngest or
   the two oldest by fiducial age, >= 30 stars after the training cuts, not in
-  ``chronoflow.catalogue.REVISED_CLUSTERS``) are sorted by age and dealt round-robin into three
+  ``chronoflow.data.catalogue.REVISED_CLUSTERS``) are sorted by age and dealt round-robin into three
   disjoint folds; each fold is held out once while the flow trains on every other cluster
-  (``chronoflow.training.train`` with ``val_clusters=fold`` and ``refit_all=False``);
+  (``chronoflow.flows.training.train`` with ``val_clusters=fold`` and ``refit_all=False``);
 * score of a configuration = mean over folds of the held-out mean NLL per star;
 * the noise yardstick is the seed-to-seed scatter of that score (the reference configuration is
   trained with three seeds); the fold-to-fold scatter is reported too, but it mostly measures how
@@ -93,8 +93,8 @@ class Setting:
 # ---------------------------------------------------------------------------------------------
 def training_frame(catalogue):
     """The stars ``train`` actually uses: published cuts + finite de-reddened colour."""
-    from chronoflow.catalogue import training_sample
-    from chronoflow.training import TrainConfig
+    from chronoflow.data.catalogue import training_sample
+    from chronoflow.flows.training import TrainConfig
 
     df = training_sample(catalogue, ruwe_max=TrainConfig().ruwe_max)[0]
     return df[df["BPRP_0"].notna() & df["e_BPRP_0"].notna()]
@@ -102,7 +102,7 @@ def training_frame(catalogue):
 
 def make_folds(df, n_folds: int = N_FOLDS) -> tuple[list[list[str]], Any]:
     """Eligible clusters sorted by fiducial age, dealt round-robin into ``n_folds`` folds."""
-    from chronoflow.catalogue import REVISED_CLUSTERS
+    from chronoflow.data.catalogue import REVISED_CLUSTERS
 
     stats = df.groupby("cluster")["fiducial_age_Myr"].agg(["median", "size"]).sort_values("median")
     inner = stats.iloc[2:-2]
@@ -131,8 +131,8 @@ def _init_worker(path: str) -> None:
 def _fit_one(job: tuple[Setting, int, tuple[str, ...], int, int]) -> dict[str, Any]:
     import warnings
 
-    from chronoflow.flow import FlowConfig
-    from chronoflow.training import TrainConfig, train
+    from chronoflow.flows.flow import FlowConfig
+    from chronoflow.flows.training import TrainConfig, train
 
     s, fold, val, max_epochs, patience = job
     flow_cfg = FlowConfig(
@@ -258,7 +258,7 @@ def inference_time(setting: Setting, n: int = 100_000, repeats: int = 5) -> floa
     """Seconds per 10^5 log_prob evaluations of an (untrained) model, one thread, best of N."""
     import torch
 
-    from chronoflow.flow import FlowConfig, build_model
+    from chronoflow.flows.flow import FlowConfig, build_model
 
     model = build_model(FlowConfig(n_transforms=setting.n_transforms, n_bins=setting.n_bins,
                                    hidden=setting.hidden, n_hidden_layers=setting.n_hidden_layers), seed=0)
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import chronoflow
-    from chronoflow.training import catalogue_sha256
+    from chronoflow.flows.training import catalogue_sha256
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (f, n) in enumerate(zip(folds, fold_stars)):
         w(f"| {i} | " + ", ".join(f"{c} ({stats.loc[c, 'median']:g})" for c in f) + f" | {n} |")
     w("")
-    w("* Each fit is `chronoflow.training.train(catalogue, FlowConfig(...), TrainConfig(val_clusters=fold, "
+    w("* Each fit is `chronoflow.flows.training.train(catalogue, FlowConfig(...), TrainConfig(val_clusters=fold, "
       f"refit_all=False, max_epochs={cfg.max_epochs}, patience={cfg.patience}, threads=1, ...))`: Adam with a "
       "cosine learning-rate decay over `max_epochs`, early stopping on the held-out NLL, the held-out metrics "
       "from `card['validation']`. The Gaussian baseline (`card['validation']['baseline']`, default "

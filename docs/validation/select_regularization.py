@@ -5,7 +5,7 @@ Usage::
     python docs/validation/select_regularization.py [--catalogue FILE] [--jobs 2]
 
 For every candidate (age-label noise, weight decay, a narrower age path: hidden width) this runs
-``chronoflow.validation.leave_one_out`` with an ensemble of three flows per fold (seeds 0-2,
+``chronoflow.analysis.validation.leave_one_out`` with an ensemble of three flows per fold (seeds 0-2,
 bootstrap resamples of the stars, 45 epochs each: the single flow's early-stopped count), ages
 each held-out cluster with the first 1, 2 and 3 members, then ``calibrate_loo`` (the nested
 model-error calibration), and writes
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from chronoflow.catalogue import load_catalogue
-    from chronoflow.flow import FlowConfig
-    from chronoflow.training import TrainConfig
-    from chronoflow.validation import calibrate_loo, leave_one_out, loo_metrics
+    from chronoflow.data.catalogue import load_catalogue
+    from chronoflow.flows.flow import FlowConfig
+    from chronoflow.flows.training import TrainConfig
+    from chronoflow.analysis.validation import calibrate_loo, leave_one_out, loo_metrics
 
     df = load_catalogue(args.catalogue)
     out_dir = HERE / "regularization"

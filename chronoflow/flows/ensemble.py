@@ -1,6 +1,6 @@
 """An ensemble of flows: an equal-weight mixture density with the spread between its members.
 
-:class:`FlowEnsemble` is a :class:`~chronoflow.flow.RotationModel`, so every consumer (ages,
+:class:`FlowEnsemble` is a :class:`~chronoflow.flows.flow.RotationModel`, so every consumer (ages,
 forward modelling, the hierarchical model, streaming, Dask) uses it unchanged:
 
 * its density is the mixture ``p(log P | c) = (1/K) sum_k p_k(log P | c)`` of its K members
@@ -9,7 +9,7 @@ forward modelling, the hierarchical model, streaming, Dask) uses it unchanged:
   same batched computation, so the fast cluster ages get each member's posterior (the spread
   between members is the model's epistemic term) at no extra flow cost.
 
-:func:`train_ensemble` trains the members with :func:`chronoflow.training.train` and assembles
+:func:`train_ensemble` trains the members with :func:`chronoflow.flows.training.train` and assembles
 one model with one card.
 """
 
@@ -25,18 +25,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import ChronoflowError
+from ..errors import ChronoflowError
 from .flow import FlowConfig, RotationModel
 from .training import TrainConfig, TrainResult, train
 
-__all__ = ["DEFAULT_MEMBERS", "FlowEnsemble", "member_log_prob_grid", "n_members", "train_ensemble"]
+__all__ = ["DEFAULT_MEMBERS", "FlowEnsemble", "card_members", "member_log_prob_grid", "n_members", "train_ensemble"]
 
 #: Members of the shipped ensemble (chosen by leave-one-out, docs/validation/ensemble.md).
 DEFAULT_MEMBERS = 5
 
 
 class FlowEnsemble(RotationModel):
-    """Equal-weight mixture of K :class:`~chronoflow.flow.RotationModel` members.
+    """Equal-weight mixture of K :class:`~chronoflow.flows.flow.RotationModel` members.
 
     The members must share one training domain (they are trained on the same stars); each keeps
     its own standardization. The ensemble's ``config``, ``scaling`` and ``domain`` are those of
@@ -139,6 +139,16 @@ def n_members(model: RotationModel) -> int:
     return model.n_members if isinstance(model, FlowEnsemble) else 1
 
 
+def card_members(card: dict[str, Any]) -> tuple[int, str, list[int]]:
+    """How a model card says its members were trained: ``(n_members, bootstrap, epochs)``, with
+    each member's final (early-stopped) epoch count; a single flow's card is one member."""
+    training = card.get("training") or {}
+    ens = card.get("ensemble") or {"n_members": 1, "bootstrap": training.get("bootstrap", "none"),
+                                   "members": [{"epochs": card.get("epochs") or {}}]}  # fmt: skip
+    epochs = [int((m.get("epochs") or {}).get("final") or training.get("max_epochs")) for m in ens["members"]]
+    return int(ens.get("n_members", len(epochs))), ens["bootstrap"], epochs
+
+
 def member_log_prob_grid(model: RotationModel, log_prot, bprp0, log10_e_bprp0, log10_age_myr) -> np.ndarray:
     """``array[members, stars, ages]`` of ln p for an ensemble, ``[1, stars, ages]`` for a single flow."""
     if isinstance(model, FlowEnsemble):
@@ -163,19 +173,19 @@ def train_ensemble(
     Parameters
     ----------
     catalogue
-        The training catalogue (see :func:`chronoflow.training.train`).
+        The training catalogue (see :func:`chronoflow.flows.training.train`).
     n
         Number of members K >= 1.
     flow_config, config
         Architecture and training settings of every member (the members differ only by seed and
         bootstrap resample). Member ``k`` gets seed ``config.seed + k``.
     bootstrap
-        Resampling of each member (:attr:`chronoflow.training.TrainConfig.bootstrap`); member 0
-        of a ``"none"`` ensemble equals a single :func:`~chronoflow.training.train` run.
+        Resampling of each member (:attr:`chronoflow.flows.training.TrainConfig.bootstrap`); member 0
+        of a ``"none"`` ensemble equals a single :func:`~chronoflow.flows.training.train` run.
     progress
         Show progress bars.
     apply_cuts
-        Apply the published cuts (see :func:`~chronoflow.training.train`).
+        Apply the published cuts (see :func:`~chronoflow.flows.training.train`).
     baseline
         Also fit the Gaussian baseline (with member 0's settings).
     member_epochs

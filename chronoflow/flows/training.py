@@ -2,7 +2,7 @@
 
 :func:`train` is the one entry point (the CLI's ``chronoflow train`` calls it). It
 
-1. applies the published cuts to the catalogue (:func:`chronoflow.catalogue.training_sample`);
+1. applies the published cuts to the catalogue (:func:`chronoflow.data.catalogue.training_sample`);
 2. holds out whole clusters for validation (:func:`split_by_cluster`; never random stars, since
    stars of one cluster share an age and would leak it);
 3. fits the flow and the Gaussian baseline on the other clusters with early stopping on the
@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._version import __version__
-from .catalogue import REVISED_CLUSTERS, training_sample
-from .errors import ChronoflowError
+from .._version import __version__
+from ..data.catalogue import REVISED_CLUSTERS, training_sample
+from ..errors import ChronoflowError
 from .flow import FlowConfig, RotationModel, Standardization, TrainingDomain, build_model, make_context
 
 __all__ = ["TrainConfig", "TrainResult", "catalogue_sha256", "evaluate", "fine_tune", "split_by_cluster", "train"]
@@ -104,9 +104,17 @@ class TrainConfig:
             raise ChronoflowError(f"age_noise_gap must be >= 0, got {self.age_noise_gap}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded in a model card's ``training`` entry."""
         d = asdict(self)
         d["val_clusters"] = list(self.val_clusters) if self.val_clusters is not None else None
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The settings of a card's ``training`` entry (:meth:`to_dict`); keys that are not
+        settings (recorded results) are ignored, lists become tuples."""
+        fields = cls.__dataclass_fields__
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
 
 
 @dataclass
@@ -131,7 +139,7 @@ def split_by_cluster(df: pd.DataFrame, n_val: int = 5, seed: int = 0) -> tuple[l
 
     Clusters are sorted by fiducial age; the two youngest and two oldest always train (a held-out
     extreme would test extrapolation, not the fit), and so do the clusters whose fiducial ages the
-    ChronoFlow paper revised (:data:`~chronoflow.catalogue.REVISED_CLUSTERS`: their labels are
+    ChronoFlow paper revised (:data:`~chronoflow.data.catalogue.REVISED_CLUSTERS`: their labels are
     known to be off by 0.2-0.35 dex, which would blur the comparison). From the rest, one cluster
     with at least 30 stars is drawn (seeded) from each of ``n_val`` consecutive age bins.
 
@@ -318,7 +326,7 @@ def train(
     -------
     TrainResult
         ``model`` (refitted on all clusters when ``config.refit_all``), ``baseline`` and
-        ``card`` (a JSON-serializable dict, see :func:`chronoflow.artifact.save_model`).
+        ``card`` (a JSON-serializable dict, see :func:`chronoflow.flows.artifact.save_model`).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

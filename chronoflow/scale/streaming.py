@@ -1,15 +1,15 @@
 """Ageing tables larger than memory: read in chunks, age each chunk, append to one output file.
 
 :func:`age_stars_file` streams a CSV or Parquet table of single stars through
-:func:`chronoflow.ages.star_ages` a chunk of rows at a time and appends the results to a Parquet
+:func:`chronoflow.inference.ages.star_ages` a chunk of rows at a time and appends the results to a Parquet
 (or CSV) file, so memory stays bounded by the chunk size whatever the size of the input. Each
 star's posterior depends on that star alone, so the output equals the in-memory
 ``star_ages(whole_table)`` row for row, to floating-point rounding: the matrix products run in
 batches of other sizes, which moved 2 of a million ages by at most 7e-10 dex in the benchmark. Rows that cannot be aged are kept and flagged, never
-dropped (see :func:`chronoflow.ages.star_flags`).
+dropped (see :func:`chronoflow.inference.ages.star_flags`).
 
 The same per-chunk step (:func:`age_chunk`) is what each Dask partition runs in
-:mod:`chronoflow.dask_backend`.
+:mod:`chronoflow.scale.dask_backend`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import star_ages
-from .artifact import resolve_model
-from .likelihood import REQUIRED, require_columns
-from .catalogue import CSV_READ_OPTIONS
-from .errors import ChronoflowError, first_line
-from .flow import RotationModel
-from .posterior import Prior
+from ..inference.ages import star_ages
+from ..flows.artifact import resolve_model
+from ..inference.likelihood import REQUIRED, require_columns
+from ..data.catalogue import CSV_READ_OPTIONS
+from ..errors import ChronoflowError, first_line
+from ..flows.flow import RotationModel
+from ..inference.posterior import Prior
 
 __all__ = ["INPUT_SUFFIXES", "OUTPUT_SUFFIXES", "StreamReport", "age_chunk", "age_stars_file", "arrow_schema", "count_rows",
            "file_suffix", "flag_counts", "partial_path", "progress_bar", "table_chunks"]
@@ -148,7 +148,7 @@ def table_chunks(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator
 def age_chunk(
     chunk: pd.DataFrame, *, model: RotationModel | str | os.PathLike | None = None, prior: Prior = "log-flat", **kwargs: Any
 ) -> pd.DataFrame:
-    """Age one chunk of a file: :func:`~chronoflow.ages.star_ages` with ``Prot``, ``BPRP_0``
+    """Age one chunk of a file: :func:`~chronoflow.inference.ages.star_ages` with ``Prot``, ``BPRP_0``
     and ``e_BPRP_0`` read as numbers (text that is not a number becomes missing and is flagged
     ``missing_value``), so that every chunk of a file has the same column types.
 
@@ -161,7 +161,7 @@ def age_chunk(
     prior
         ``"log-flat"`` (default) or ``"flat"`` (in age).
     **kwargs
-        Passed to :func:`~chronoflow.ages.star_ages`.
+        Passed to :func:`~chronoflow.inference.ages.star_ages`.
 
     Returns
     -------
@@ -256,7 +256,7 @@ def age_stars_file(
 
     Memory is bounded by the chunk size (the default 100,000 rows keeps the process well under
     2 GB for the catalogue's columns), not by the size of the input. The output holds every
-    input row in input order, with the columns of :func:`~chronoflow.ages.star_ages`.
+    input row in input order, with the columns of :func:`~chronoflow.inference.ages.star_ages`.
 
     Parameters
     ----------
@@ -277,7 +277,7 @@ def age_stars_file(
     progress
         Show a progress bar (rows aged / total rows).
     **kwargs
-        Passed to :func:`~chronoflow.ages.star_ages` (e.g. ``method``, ``n_nodes``).
+        Passed to :func:`~chronoflow.inference.ages.star_ages` (e.g. ``method``, ``n_nodes``).
 
     Returns
     -------

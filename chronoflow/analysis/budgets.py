@@ -1,7 +1,7 @@
 """Error budgets of many clusters (``chronoflow validate budgets``): one sweep per cluster, a
 table, and a report that compares every total with the cluster's leave-one-out residual.
 
-Each cluster is swept by :func:`chronoflow.systematics.systematics_sweep` with the catalogue as
+Each cluster is swept by :func:`chronoflow.analysis.systematics.systematics_sweep` with the catalogue as
 the calibration set *minus that cluster* (the sweep removes it before its calibration refits), so
 no cluster's calibration component is measured in-sample.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalogue import REVISED_CLUSTERS
+from ..data.catalogue import REVISED_CLUSTERS
 
-__all__ = ["budget_table", "budgets_report", "COMPONENTS"]
+__all__ = ["COMPONENTS", "budget_table", "budgets_report", "with_total_relative"]
 
 #: Components in the order the table shows them.
 COMPONENTS = ("extinction", "membership", "age_scale", "calibration", "model", "out_of_sample")
@@ -26,7 +26,7 @@ COMPONENTS = ("extinction", "membership", "age_scale", "calibration", "model", "
 def _one(args: tuple[pd.DataFrame, str, str | None, dict[str, Any]]) -> dict[str, Any]:
     import torch
 
-    from .artifact import resolve_model
+    from ..flows.artifact import resolve_model
     from .systematics import systematics_sweep
 
     catalogue, name, model, kwargs = args
@@ -72,7 +72,7 @@ def budget_table(
     progress
         Show a progress bar.
     **sweep_kwargs
-        Passed to :func:`~chronoflow.systematics.systematics_sweep` (``n_calibration``, ...).
+        Passed to :func:`~chronoflow.analysis.systematics.systematics_sweep` (``n_calibration``, ...).
 
     Returns
     -------
@@ -96,13 +96,24 @@ def budget_table(
     return pd.DataFrame(rows)
 
 
+def with_total_relative(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``total_relative_dex`` (the total without the age-scale term [dex]) derived
+    from ``total_dex`` and ``age_scale_dex`` when a table written before that column lacks it."""
+    if "total_relative_dex" in table.columns:
+        return table
+    table = table.copy()
+    scale = table["age_scale_dex"].where(table["age_scale_in_total"], 0.0) if "age_scale_dex" in table.columns else 0.0
+    table["total_relative_dex"] = np.sqrt(np.clip(table["total_dex"] ** 2 - scale**2, 0.0, None))
+    return table
+
+
 def _f(v: Any) -> str:
     return "" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
 def budgets_report(table: pd.DataFrame, *, loo: pd.DataFrame | None = None, settings: str = "", figure: str | None = None) -> str:
     """Markdown: every cluster's budget, and (with ``loo``, the table of
-    :func:`chronoflow.validation.calibrate_loo`) the total against its leave-one-out residual.
+    :func:`chronoflow.analysis.validation.calibrate_loo`) the total against its leave-one-out residual.
 
     Each component is shown as ``sigma ± its uncertainty``; one in brackets is not in the total.
     """
@@ -127,10 +138,7 @@ def budgets_report(table: pd.DataFrame, *, loo: pd.DataFrame | None = None, sett
     lines += ["", "All in dex. The ChronoFlow paper quotes, for cluster ages, 0.06 dex statistical, 0.06 dex systematic "
               "(extinction, membership, calibration ages) and 0.08 dex total."]  # fmt: skip
     if loo is not None:
-        table = table.copy()
-        if "total_relative_dex" not in table.columns:  # tables written before the column existed
-            scale = table["age_scale_dex"].where(table["age_scale_in_total"], 0.0) if "age_scale_dex" in table.columns else 0.0
-            table["total_relative_dex"] = np.sqrt(np.clip(table["total_dex"] ** 2 - scale**2, 0.0, None))
+        table = with_total_relative(table)
         merged = table.merge(loo[["cluster", "residual_dex", "total_dex"]].rename(columns={"total_dex": "loo_total_dex"}), on="cluster")
         merged["revised"] = merged["cluster"].isin(REVISED_CLUSTERS)
         merged["inside"] = merged["residual_dex"].abs() <= merged["total_dex"]

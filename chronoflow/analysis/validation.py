@@ -1,12 +1,12 @@
 """Leave-one-cluster-out validation: retrain the whole recipe without each cluster, then age it.
 
 This is the honest test of cluster ages: the model never saw the cluster it ages. Each fold trains
-the ensemble recipe (:func:`chronoflow.ensemble.train_ensemble`: K members, seeds and bootstrap
+the ensemble recipe (:func:`chronoflow.flows.ensemble.train_ensemble`: K members, seeds and bootstrap
 resamples, the training settings of the shipped model) on every other cluster and ages the
 held-out one with the fast method. The residual is ``median model age - fiducial age`` in dex.
 
 :func:`calibrate_loo` then turns the residuals into the model-error term
-(:mod:`chronoflow.model_error`) and measures its coverage honestly: the total error quoted for
+(:mod:`chronoflow.inference.model_error`) and measures its coverage honestly: the total error quoted for
 cluster i uses a model-error curve calibrated on the *other* clusters only (nested leave-one-out).
 The clusters whose fiducial ages the ChronoFlow paper revised never enter a calibration.
 """
@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import cluster_age
-from .catalogue import REVISED_CLUSTERS
-from .ensemble import FlowEnsemble, train_ensemble
-from .flow import FlowConfig
-from .model_error import DEFAULT_BANDWIDTH, ModelErrorCurve, calibrate_model_error, error_budget
-from .training import TrainConfig
+from ..inference.ages import cluster_age
+from ..data.catalogue import REVISED_CLUSTERS
+from ..flows.ensemble import FlowEnsemble, train_ensemble
+from ..flows.flow import FlowConfig
+from ..inference.model_error import DEFAULT_BANDWIDTH, ModelErrorCurve, calibrate_model_error, error_budget
+from ..flows.training import TrainConfig
 
 __all__ = ["calibrate_loo", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
 
@@ -86,12 +86,12 @@ def leave_one_out(
     clusters
         Clusters to leave out in turn (default: all).
     flow_config
-        Architecture (default: :class:`~chronoflow.flow.FlowConfig` ()).
+        Architecture (default: :class:`~chronoflow.flows.flow.FlowConfig` ()).
     config
         Training settings (age-label noise, weight decay, ...); ``seed``, ``max_epochs``, the
-        validation split and the refit are set here. Default :class:`~chronoflow.training.TrainConfig` ().
+        validation split and the refit are set here. Default :class:`~chronoflow.flows.training.TrainConfig` ().
     n_members, bootstrap
-        Ensemble members per fold and their resampling (see :func:`~chronoflow.ensemble.train_ensemble`).
+        Ensemble members per fold and their resampling (see :func:`~chronoflow.flows.ensemble.train_ensemble`).
     subsets
         Also age each held-out cluster with the first k members for every k listed (to choose K
         by measurement); default: only ``n_members``.
@@ -161,7 +161,7 @@ def calibrate_loo(table: pd.DataFrame, *, bandwidth_dex: float = DEFAULT_BANDWID
     table : pandas.DataFrame
         ``table`` plus ``calibrated_dex`` (the model-error curve fitted on every *other*
         non-revised cluster, at this cluster's model age), ``model_dex``, ``total_dex``
-        (:func:`~chronoflow.model_error.error_budget` with that curve and the fold's calibration
+        (:func:`~chronoflow.inference.model_error.error_budget` with that curve and the fold's calibration
         range), ``inside_total`` (|residual| <= total_dex) and ``flag``.
     curve : ModelErrorCurve
         Calibrated on all non-revised clusters: the term the shipped model carries.

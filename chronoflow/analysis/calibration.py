@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .ages import cluster_age, star_ages
-from .catalogue import training_sample
-from .flow import RotationModel, make_context
+from ..inference.ages import cluster_age, star_ages
+from ..data.catalogue import training_sample
+from ..flows.flow import RotationModel, make_context
 from .forward import synthetic_cluster
-from .posterior import quantiles
+from ..inference.posterior import quantiles
 
 __all__ = ["COLOUR_BINS", "age_coverage", "coverage_report", "ppc_report", "predictive_check"]
 
@@ -88,7 +88,7 @@ def age_coverage(
         Synthetic clusters and rows per cluster (ages log-uniform over the calibrated range).
     f_field, f_outlier
         Field contamination and outlier fraction of each cluster (see
-        :func:`~chronoflow.forward.synthetic_cluster`).
+        :func:`~chronoflow.analysis.forward.synthetic_cluster`).
     n_single
         Synthetic single stars (uncontaminated) for the single-star coverage.
     colours
@@ -125,7 +125,7 @@ def age_coverage(
     log_p = model.sample(make_context(10**star_truth, colour, err), 1, seed=int(rng.integers(2**31)), check_domain=False)[0]
     stars = pd.DataFrame({"Prot": 10**log_p, "BPRP_0": colour, "e_BPRP_0": err})
     _, post = star_ages(stars, model=model, return_posteriors=True)
-    from .posterior import age_grid
+    from ..inference.posterior import age_grid
 
     q = quantiles(post, age_grid(), (0.025, 0.16, 0.5, 0.84, 0.975))
     out["single_stars"] = {

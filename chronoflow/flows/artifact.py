@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError
+from ..errors import ModelError
 from .flow import FlowConfig, RotationModel, Standardization, TrainingDomain, build_model
 
 __all__ = ["DEFAULT_MODEL", "MODEL_ENV", "default_model_path", "load_model", "resolve_model", "save_model", "weights_sha256"]
@@ -50,11 +50,11 @@ def save_model(model: RotationModel, path: str | os.PathLike, card: dict[str, An
     Parameters
     ----------
     model
-        A trained :class:`~chronoflow.flow.RotationModel`.
+        A trained :class:`~chronoflow.flows.flow.RotationModel`.
     path
         Destination (conventionally ``*.pt``).
     card
-        The model card; default ``model.card`` (set by :func:`chronoflow.training.train`).
+        The model card; default ``model.card`` (set by :func:`chronoflow.flows.training.train`).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """Ageing catalogues on Dask: one partition at a time, on a local or remote cluster.
 
-:func:`age_stars_dask` maps :func:`chronoflow.streaming.age_chunk` over the partitions of a
+:func:`age_stars_dask` maps :func:`chronoflow.scale.streaming.age_chunk` over the partitions of a
 dask DataFrame (lazy; returns a dask DataFrame). :func:`age_stars_file_dask` reads a CSV or
 Parquet input, ages it on a Dask cluster (a local one by default, or the scheduler at
 ``address``) and writes one Parquet file per partition into a directory, which
@@ -8,7 +8,7 @@ Parquet input, ages it on a Dask cluster (a local one by default, or the schedul
 
 Each worker process loads the model once (the loader is cached per process) and reuses it for
 every partition it receives: only the model's file path travels with the tasks. Every row is
-kept; rows that cannot be aged are flagged as in :func:`chronoflow.ages.star_flags`.
+kept; rows that cannot be aged are flagged as in :func:`chronoflow.inference.ages.star_flags`.
 
 Needs the ``dask`` extra: ``pip install "chronoflow-gyro[dask]"``.
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from .catalogue import CSV_READ_OPTIONS
-from .errors import ChronoflowError
-from .likelihood import REQUIRED, require_columns
-from .posterior import Prior
+from ..data.catalogue import CSV_READ_OPTIONS
+from ..errors import ChronoflowError
+from ..inference.likelihood import REQUIRED, require_columns
+from ..inference.posterior import Prior
 from .streaming import (
     INPUT_SUFFIXES,
     StreamReport,
@@ -40,7 +40,7 @@ from .streaming import (
 
 __all__ = ["age_stars_dask", "age_stars_file_dask", "read_table_dask"]
 
-#: Columns :func:`~chronoflow.ages.star_ages` adds, with their dtypes.
+#: Columns :func:`~chronoflow.inference.ages.star_ages` adds, with their dtypes.
 AGE_COLUMNS = {
     **{f"log10_age_{c}": "float64" for c in ("p16", "median", "p84", "map")},
     **{f"age_myr_{c}": "float64" for c in ("p16", "median", "p84")},
@@ -66,7 +66,7 @@ def _model_arg(model: str | os.PathLike | None) -> str | None:
     if isinstance(model, (str, os.PathLike)):
         return str(model)
     raise ChronoflowError(
-        "on Dask, pass the model as a file path (save it with chronoflow.artifact.save_model) so that each "
+        "on Dask, pass the model as a file path (save it with chronoflow.flows.artifact.save_model) so that each "
         f"worker loads it once; got a {type(model).__name__}"
     )
 
@@ -84,7 +84,7 @@ def age_stars_dask(ddf, *, model: str | os.PathLike | None = None, prior: Prior 
     prior
         ``"log-flat"`` (default) or ``"flat"`` (in age).
     **kwargs
-        Passed to :func:`~chronoflow.ages.star_ages`.
+        Passed to :func:`~chronoflow.inference.ages.star_ages`.
 
     Returns
     -------
@@ -203,7 +203,7 @@ def age_stars_file_dask(
     client
         An existing ``distributed.Client`` to use instead.
     **kwargs
-        Passed to :func:`~chronoflow.ages.star_ages`.
+        Passed to :func:`~chronoflow.inference.ages.star_ages`.
 
     Returns
     -------

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .errors import ChronoflowError, DomainError
+from ..errors import ChronoflowError, DomainError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,7 +21,7 @@ Choices, and why (measured; see ``benchmarks/bench_hierarchical.py``):
   colour scatter is already inside p_flow; latent true colours would count it twice. The model
   therefore evaluates the flow at the observed colour shifted by the cluster-wide offset only.
 * **Flow inside PyTensor**: two implementations (``likelihood=``): ``"exact"`` calls the trained
-  flow through :class:`~chronoflow.flow_ops.FlowLogpOp` (torch, float64, exact gradients, checked
+  flow through :class:`~chronoflow.flows.flow_ops.FlowLogpOp` (torch, float64, exact gradients, checked
   with ``verify_grad``); ``"table"`` (default) reads per-star tables of the same flow on a
   0.005 dex x (reddening prior / 4) grid by bicubic B-spline interpolation (C2), tested against
   the exact flow.
@@ -43,9 +43,9 @@ import numpy as np
 import pandas as pd
 
 from .ages import cluster_age
-from .artifact import resolve_model
-from .errors import DomainError
-from .flow import RotationModel
+from ..flows.artifact import resolve_model
+from ..errors import DomainError
+from ..flows.flow import RotationModel
 from .likelihood import DEFAULT_BACKGROUND, Background, StarInputs, background_logpdf, membership_probabilities, mixture_terms
 
 __all__ = ["FullClusterAge", "build_cluster_model", "full_cluster_age", "sample_cluster_model"]
@@ -202,7 +202,7 @@ def build_cluster_model(
     import pymc as pm
     import pytensor.tensor as pt
 
-    from .flow_ops import FlowLogpOp, StarTables, tabulated_logp
+    from ..flows.flow_ops import FlowLogpOp, StarTables, tabulated_logp
 
     if likelihood not in ("table", "exact"):
         raise DomainError(f"unknown likelihood {likelihood!r}; allowed: 'table', 'exact'")
@@ -230,7 +230,7 @@ def build_cluster_model(
 
     def star_terms(density, mu, spread, delta, f_out):
         """Per star: the flow's log density at the quadrature nodes ``[stars, nodes]`` and the
-        mixture terms (log w p_flow, log L) of :func:`~chronoflow.likelihood.mixture_terms`."""
+        mixture terms (log w p_flow, log L) of :func:`~chronoflow.inference.likelihood.mixture_terms`."""
         ages = mu + math.sqrt(2.0) * spread * pt.constant(x)[None, :] + pt.zeros((len(stars), 1))
         if likelihood == "table":
             if id(density) not in tables:  # one table per flow, shared by the likelihood and the per-star outputs
@@ -333,7 +333,7 @@ def full_cluster_age(
     with NUTS (see the module docstring).
 
     The star selection (cuts, flags, domain) is that of the fast method
-    (:func:`~chronoflow.ages.cluster_age`), which also gives the window of the mean-age prior
+    (:func:`~chronoflow.inference.ages.cluster_age`), which also gives the window of the mean-age prior
     and the starting point. The outlier fraction is a parameter here (Beta prior
     ``f_out_prior`` of :func:`build_cluster_model`), and the prior on the mean age is flat in
     log age over the window: the fast method's ``prior``, ``grid`` and ``f_out`` have no
@@ -342,7 +342,7 @@ def full_cluster_age(
     Parameters
     ----------
     df, cluster, by, model, membership, background, cuts, ruwe_max, include_out_of_domain
-        As in :func:`~chronoflow.ages.cluster_age`.
+        As in :func:`~chronoflow.inference.ages.cluster_age`.
     draws, tune, chains, cores, seed, sampler, progressbar, target_accept
         NUTS settings; ``seed`` makes the run reproducible.
     spread_prior_dex, reddening_prior_mag, likelihood, n_quad, f_out_fixed, model_choice

@@ -1,7 +1,7 @@
 """Fast age posteriors: single stars and clusters, on a grid of log10 age.
 
 Both paths evaluate the flow as one batched tensor computation over stars x ages
-(:meth:`~chronoflow.flow.RotationModel.log_prob_grid`). By default they use a coarse-to-fine
+(:meth:`~chronoflow.flows.flow.RotationModel.log_prob_grid`). By default they use a coarse-to-fine
 grid, which gives the dense-grid answer at a fraction of the cost:
 
 * single stars: the log-likelihood is computed on ``n_nodes`` evenly spaced nodes of the grid
@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from .artifact import resolve_model
-from .catalogue import training_sample
-from .ensemble import member_log_prob_grid, n_members
-from .errors import ChronoflowError, DomainError
-from .flow import RotationModel
+from ..flows.artifact import resolve_model
+from ..data.catalogue import training_sample
+from ..flows.ensemble import member_log_prob_grid, n_members
+from ..errors import ChronoflowError, DomainError
+from ..flows.flow import RotationModel
 from .likelihood import (
     DEFAULT_BACKGROUND,
     OUT_OF_DOMAIN_FLAGS,
@@ -114,7 +114,7 @@ def star_ages(
     model
         A loaded model, a model file path, or ``None`` for the shipped model.
     grid
-        log10 age grid [log10 Myr]; default :func:`~chronoflow.posterior.age_grid` ().
+        log10 age grid [log10 Myr]; default :func:`~chronoflow.inference.posterior.age_grid` ().
     prior
         ``"log-flat"`` (default), ``"flat"`` (in age) or a callable of log10 age.
     method
@@ -226,7 +226,7 @@ class ClusterAge:
     settings
         ``f_out``, ``membership``, ``background``, ``prior``, ``method``, cuts report.
     error_dex
-        The age's error parts [dex] (:func:`chronoflow.model_error.error_budget`):
+        The age's error parts [dex] (:func:`chronoflow.inference.model_error.error_budget`):
         ``statistical`` = (p84 - p16) / 2, ``ensemble`` (spread of the members' medians),
         ``calibrated`` (the leave-one-out model-error term), ``extrapolation``, ``model`` and
         ``total`` = sqrt(statistical^2 + model^2).
@@ -389,7 +389,7 @@ def cluster_age(
         the flow extrapolates there). They are flagged either way.
     method
         ``"adaptive"`` (coarse-to-fine, default) or ``"dense"`` (every grid point). The
-        hierarchical PyMC model is :func:`chronoflow.hierarchical.full_cluster_age`, a function
+        hierarchical PyMC model is :func:`chronoflow.inference.hierarchical.full_cluster_age`, a function
         with arguments of its own.
     n_coarse, window_nats, refine_stride
         Nodes of the coarse pass, the log-likelihood drop that bounds the refined window, and the

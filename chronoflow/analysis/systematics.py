@@ -14,7 +14,7 @@ own uncertainty (the gyro-interp way: systematics are data). Components:
   removed from each cut's squared shift (column ``noise_dex`` of the variants).
 * ``age_scale``: every calibration age older (or younger) by ``age_scale_dex`` together, the
   correlated calibration error. Retraining on uniformly shifted log ages gives the same weights
-  with the age standardization moved (:meth:`~chronoflow.flow.RotationModel.shifted_in_age`), so
+  with the age standardization moved (:meth:`~chronoflow.flows.flow.RotationModel.shifted_in_age`), so
   this refit from scratch is computed exactly, for every member.
 * ``calibration``: independent per-cluster errors of the calibration ages (Gaussian,
   ``calibration_scale_dex``): refits *from scratch* of the model's first member's recipe (its
@@ -25,7 +25,7 @@ own uncertainty (the gyro-interp way: systematics are data). Components:
 * ``model``: the spread of the ensemble members' medians (with ``method="full"`` also
   ``model_choice``, a latent ensemble member in the hierarchical model; the larger counts).
 * ``out_of_sample``: the model-error term calibrated by leave-one-cluster-out residuals (see
-  :mod:`chronoflow.model_error`), which a cluster age quotes in ``ClusterAge.error_dex``.
+  :mod:`chronoflow.inference.model_error`), which a cluster age quotes in ``ClusterAge.error_dex``.
 
 The total: the leave-one-out residuals were measured against the catalogue's fiducial ages with
 the catalogue's own reddening and membership, so the ``out_of_sample`` term already holds the
@@ -51,14 +51,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._cache import cache_dir
-from ._version import __version__
-from .ages import ClusterAge, cluster_age, model_error_curve
-from .artifact import resolve_model
-from .ensemble import n_members
-from .errors import ChronoflowError, DomainError
-from .flow import FlowConfig, RotationModel
-from .training import TrainConfig, catalogue_sha256, train
+from .._cache import cache_dir
+from .._version import __version__
+from ..inference.ages import ClusterAge, cluster_age, model_error_curve
+from ..flows.artifact import resolve_model
+from ..flows.ensemble import card_members, n_members
+from ..errors import ChronoflowError, DomainError
+from ..flows.flow import FlowConfig, RotationModel
+from ..flows.training import TrainConfig, catalogue_sha256, train
 
 __all__ = [
     "SweepResult",
@@ -130,7 +130,7 @@ class SweepResult:
         ``log10_age_p16``, ``log10_age_p84`` [log10 Myr], ``shift_dex``, ``weight`` (quadrature
         weight), ``noise_dex`` (statistical noise removed from the shift) and ``note``.
     nominal
-        The nominal :class:`~chronoflow.ages.ClusterAge`.
+        The nominal :class:`~chronoflow.inference.ages.ClusterAge`.
     settings
         The sweep's settings (sizes of the assumed errors, calibration set, ...).
     """
@@ -195,11 +195,10 @@ def _recipe(model: RotationModel) -> tuple[FlowConfig, TrainConfig, int]:
     if "training" not in card or "architecture" not in card:
         raise ChronoflowError("the calibration refits need a model with a training card (a trained or saved model); "
                               "pass calibration_catalogue=None to skip them")  # fmt: skip
-    ens = card.get("ensemble") or {"bootstrap": card["training"].get("bootstrap", "none"), "members": [{"epochs": card.get("epochs", {})}]}
-    epochs = int((ens["members"][0].get("epochs") or {}).get("final") or card["training"]["max_epochs"])
-    fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in card["training"].items() if k in fields})
-    cfg = replace(cfg, bootstrap=ens["bootstrap"], max_epochs=epochs, val_clusters=(), refit_all=False, threads=1)
+    _, bootstrap, member_epochs = card_members(card)
+    epochs = member_epochs[0]
+    cfg = replace(TrainConfig.from_dict(card["training"]), bootstrap=bootstrap, max_epochs=epochs, val_clusters=(),
+                  refit_all=False, threads=1)  # fmt: skip
     return FlowConfig(**card["architecture"]), cfg, epochs
 
 
@@ -213,7 +212,7 @@ def _refit_key(fingerprint: str, catalogue_sha: str, offsets: dict[str, float], 
 
 
 def _save_atomic(model: RotationModel, path: Path) -> None:
-    from .artifact import save_model
+    from ..flows.artifact import save_model
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -229,7 +228,7 @@ def _save_atomic(model: RotationModel, path: Path) -> None:
 def _refit(model, fingerprint, catalogue, catalogue_sha, offsets, directory: Path) -> RotationModel:
     """The first member's recipe trained from scratch on ``catalogue`` with per-cluster age
     offsets [dex]; cached on disk by a key of every input."""
-    from .artifact import load_model
+    from ..flows.artifact import load_model
 
     flow_config, config, epochs = _recipe(model)
     offsets = {k: float(v) for k, v in offsets.items() if v != 0}  # unperturbed ages share one refit
@@ -277,7 +276,7 @@ def systematics_sweep(
     df
         Catalogue-schema table holding the cluster.
     cluster, by
-        Which cluster (or subgroup) to age; see :func:`~chronoflow.ages.cluster_age`.
+        Which cluster (or subgroup) to age; see :func:`~chronoflow.inference.ages.cluster_age`.
     model
         A loaded model, a path, or ``None`` for the shipped model.
     reddening_sigma
@@ -318,9 +317,9 @@ def systematics_sweep(
         budget.
     full_kwargs
         Sampler settings for ``method="full"`` (``draws``, ``tune``, ``chains``, ``cores``,
-        ``seed``, ...; see :func:`~chronoflow.hierarchical.full_cluster_age`).
+        ``seed``, ...; see :func:`~chronoflow.inference.hierarchical.full_cluster_age`).
     **age_kwargs
-        Passed to every :func:`~chronoflow.ages.cluster_age` call (``f_out``, ``prior``, ...).
+        Passed to every :func:`~chronoflow.inference.ages.cluster_age` call (``f_out``, ``prior``, ...).
 
     Returns
     -------
@@ -557,7 +556,7 @@ def _budget(variants: pd.DataFrame, nominal: ClusterAge, model: RotationModel, f
 def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwargs) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Extinction and membership by the hierarchical model: a variance decomposition.
 
-    Runs of :func:`~chronoflow.hierarchical.full_cluster_age` (the age spread free in all):
+    Runs of :func:`~chronoflow.inference.hierarchical.full_cluster_age` (the age spread free in all):
     *fixed* (no reddening offset, outlier fraction fixed at 0.05, memberships as given, the
     ensemble's mixture density as one model), the reddening offset freed (Normal(0,
     ``reddening_sigma``)), the outlier fraction freed (Beta(1, 19)), both freed, and, for an
@@ -566,7 +565,7 @@ def _full_components(df, name, by, model, reddening_sigma, age_kwargs, full_kwar
     Uncertainties: the Monte Carlo error of each variance (``var * sqrt(2 / ESS)``), propagated.
     R-hat and divergences of every run are reported and warned on.
     """
-    from .hierarchical import full_cluster_age
+    from ..inference.hierarchical import full_cluster_age
 
     kwargs = {"progressbar": False, **full_kwargs}
     fast_kwargs = {k: v for k, v in age_kwargs.items() if k in ("membership", "background", "cuts", "ruwe_max", "include_out_of_domain")}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ChronoflowError
+from ..errors import ChronoflowError
 
 __all__ = ["ModelErrorCurve", "calibrate_model_error", "error_budget"]
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ChronoflowError, DomainError
-from .flow import RotationModel
+from ..errors import ChronoflowError, DomainError
+from ..flows.flow import RotationModel
 
 __all__ = [
     "DEFAULT_BACKGROUND",
@@ -159,7 +159,7 @@ def star_flags(df: pd.DataFrame, model: RotationModel) -> pd.Series:
     """Why each row cannot be aged, or is aged at an edge of the training domain ('' when fine).
 
     The rule every entry point applies (see :meth:`StarInputs.from_frame` for the flags);
-    :func:`~chronoflow.ages.star_ages` adds ``zero_likelihood`` (the posterior is zero on the
+    :func:`~chronoflow.inference.ages.star_ages` adds ``zero_likelihood`` (the posterior is zero on the
     whole grid) and ``age_below_calibration`` / ``age_above_calibration``.
     """
     return pd.Series(StarInputs.from_frame(df, model).flags, index=df.index, name="flag")

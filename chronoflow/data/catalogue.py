@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._cache import fetch_verified
-from .errors import CatalogueError, first_line
+from .._cache import fetch_verified
+from ..errors import CatalogueError, first_line
 
 __all__ = [
     "CATALOGUE_ENV",

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifact import resolve_model
-from .errors import DomainError
-from .flow import RotationModel, make_context
+from ..flows.artifact import resolve_model
+from ..errors import DomainError
+from ..flows.flow import RotationModel, make_context
 
 __all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_cluster", "synthetic_field", "TRACK_QUANTILES"]
 
@@ -305,7 +305,7 @@ def synthetic_field(
         Rows, > 0.
     catalogue
         Table with ``BPRP_0`` and ``e_BPRP_0`` [mag] to draw colours and errors from (default:
-        :func:`chronoflow.catalogue.load_catalogue`).
+        :func:`chronoflow.data.catalogue.load_catalogue`).
     age_range_myr
         (low, high) ages [Myr] of the log-uniform age distribution (default: the model's
         calibrated range).
@@ -332,7 +332,7 @@ def synthetic_field(
         raise DomainError(f"bad_fraction must be in [0, 1], got {bad_fraction}")
     model = resolve_model(model)
     if catalogue is None:
-        from .catalogue import load_catalogue
+        from ..data.catalogue import load_catalogue
 
         catalogue = load_catalogue()
     col = pd.to_numeric(catalogue["BPRP_0"], errors="coerce").to_numpy(float)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid
 from scipy.special import logsumexp
 
-from .errors import DomainError
+from ..errors import DomainError
 
 __all__ = [
     "DEFAULT_GRID",

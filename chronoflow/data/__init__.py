@@ -1,0 +1,1 @@
+"""Data: the rotator catalogue and de-reddening."""

@@ -1,0 +1,1 @@
+"""Scale: files larger than memory (streaming) and clusters of workers (Dask)."""
