@@ -105,8 +105,11 @@ def catalogue_registry() -> dict[str, Any]:
 
 
 #: How CSV files are read: ``NULL`` (the catalogue's missing value) or an empty field is missing;
-#: keep_default_na=False keeps names like "NA" intact.
-CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na": False}
+#: keep_default_na=False keeps names like "NA" intact. pandas 2's default number parser is off by
+#: an ulp for some values; "round_trip" parses to the nearest float, as pandas 3 does by default
+#: (it deprecates the option), so both read the same table (and the same content checksum).
+CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na": False,
+                                    **({"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {})}
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
