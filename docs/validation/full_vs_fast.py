@@ -28,7 +28,7 @@ def main() -> None:
     lines = [
         "# Full against fast cluster ages",
         "",
-        "Written by `python docs/validation/full_vs_fast.py`: the hierarchical model (`cluster_age(..., method=\"full\")`, "
+        "Written by `python docs/validation/full_vs_fast.py`: the hierarchical model (`full_cluster_age(...)`, "
         "4 chains x (1000 tune + 1000 draws), seed 0) against the fast grid posterior, log10 age in Myr. "
         "'|diff| / fast 68 % width' below 1 means the medians agree within the fast 68 % interval.",
         "",
