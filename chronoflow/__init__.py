@@ -36,18 +36,30 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *sorted(_WHERE)]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .inference.ages import ClusterAge, cluster_age, cluster_ages, star_ages
-    from .flows.artifact import load_model, save_model
-    from .data.catalogue import (add_cluster, catalogue_registry, load_catalogue, save_catalogue, summarize,
-                                 training_sample, validate_catalogue)
-    from .errors import CatalogueError, ChronoflowError, DomainError, ModelError
-    from .data.extinction import deredden_bprp, deredden_table, extinction_coefficients, extinction_from_dustmap
-    from .flows.flow import FlowConfig, make_context
     from .analysis.forward import sample_periods, spin_down_tracks, synthetic_cluster
+    from .analysis.systematics import systematics_sweep
+    from .data.catalogue import (
+        add_cluster,
+        catalogue_registry,
+        load_catalogue,
+        save_catalogue,
+        summarize,
+        training_sample,
+        validate_catalogue,
+    )
+    from .data.extinction import (
+        deredden_bprp,
+        deredden_table,
+        extinction_coefficients,
+        extinction_from_dustmap,
+    )
+    from .errors import CatalogueError, ChronoflowError, DomainError, ModelError
+    from .flows.artifact import load_model, save_model
+    from .flows.flow import FlowConfig, make_context
+    from .flows.training import TrainConfig, train
+    from .inference.ages import ClusterAge, cluster_age, cluster_ages, star_ages
     from .inference.hierarchical import FullClusterAge, full_cluster_age
     from .inference.likelihood import StarInputs, star_flags
-    from .analysis.systematics import systematics_sweep
-    from .flows.training import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:

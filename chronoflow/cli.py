@@ -117,8 +117,8 @@ def train_command(
     """
     import dataclasses
 
-    from .flows.artifact import save_model
     from .data.catalogue import load_catalogue
+    from .flows.artifact import save_model
     from .flows.ensemble import train_ensemble
     from .flows.training import TrainConfig
 
@@ -245,8 +245,8 @@ def age_cluster_command(
     idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
-    from .inference.ages import cluster_age
     from .flows.artifact import load_model
+    from .inference.ages import cluster_age
 
     if method not in ("fast", "full"):
         raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
@@ -336,8 +336,8 @@ def synthetic_stars_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """A synthetic survey of N field stars (log-uniform ages, real colours and errors, periods from the flow)."""
-    from .flows.artifact import load_model
     from .analysis.forward import synthetic_field
+    from .flows.artifact import load_model
 
     df = synthetic_field(n, catalogue=_read_user_table(catalogue), bad_fraction=bad_fraction, seed=seed, model=load_model(model))
     _write_table(df, out_file)
@@ -357,8 +357,8 @@ def forward_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Forward-model a population at AGE: periods drawn from the flow, in the catalogue schema."""
-    from .flows.artifact import load_model
     from .analysis.forward import synthetic_cluster
+    from .flows.artifact import load_model
 
     flow = load_model(model)
     df = synthetic_cluster(age, n, f_field=f_field, f_outlier=f_outlier, age_spread_dex=age_spread, seed=seed, model=flow)
@@ -381,8 +381,8 @@ def tracks_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Spin-down tracks: 2.5/16/50/84/97.5 % rotation periods against age at fixed colours."""
-    from .flows.artifact import load_model
     from .analysis.forward import spin_down_tracks
+    from .flows.artifact import load_model
 
     tracks = spin_down_tracks(colour, model=load_model(model))
     if out_file is not None:
@@ -434,9 +434,9 @@ def sweep_command(
     """Systematics sweep: extinction, membership, age scale, calibration ages, model; error budget."""
     import json
 
-    from .flows.artifact import load_model
-    from .data.catalogue import load_catalogue
     from .analysis.systematics import systematics_sweep
+    from .data.catalogue import load_catalogue
+    from .flows.artifact import load_model
 
     df = _read_user_table(file)
     calibration = load_catalogue() if refits else None
@@ -471,8 +471,12 @@ def validate_budgets(
     import pandas as pd
 
     from .analysis.budgets import budget_table, budgets_report, with_total_relative
+    from .analysis.systematics import (
+        DEFAULT_AGE_SCALE_DEX,
+        DEFAULT_CALIBRATION_SCALE_DEX,
+        DEFAULT_REDDENING_SIGMA,
+    )
     from .data.catalogue import load_catalogue
-    from .analysis.systematics import DEFAULT_AGE_SCALE_DEX, DEFAULT_CALIBRATION_SCALE_DEX, DEFAULT_REDDENING_SIGMA
 
     if loo is not None and not loo.is_file():
         raise ChronoflowError(f"--loo {loo}: file not found")
@@ -515,14 +519,19 @@ def validate_loo(
     table_file: Optional[Path] = typer.Option(None, "--table", help="Recalibrate from this earlier loo CSV (all member counts) instead of retraining."),
 ) -> None:
     """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
-    from .flows.artifact import load_model, save_model
+    import pandas as pd
+
+    from .analysis.validation import (
+        calibrate_loo,
+        leave_one_out,
+        loo_metrics,
+        loo_report,
+    )
     from .data.catalogue import load_catalogue
+    from .flows.artifact import load_model, save_model
     from .flows.ensemble import card_members
     from .flows.flow import FlowConfig
     from .flows.training import TrainConfig
-    from .analysis.validation import calibrate_loo, leave_one_out, loo_metrics, loo_report
-
-    import pandas as pd
 
     flow = load_model(model)
     card = flow.card
@@ -577,9 +586,9 @@ def validate_ppc(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a heat map of the KS distances."),
 ) -> None:
     """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
-    from .flows.artifact import load_model
     from .analysis.calibration import ppc_report, predictive_check
     from .data.catalogue import load_catalogue
+    from .flows.artifact import load_model
 
     table = predictive_check(load_catalogue(catalogue), load_model())
     table.to_csv(out_file.with_suffix(".csv"), index=False)
@@ -605,8 +614,8 @@ def validate_coverage(
     """Coverage of the fast 68 % / 95 % age intervals on synthetic clusters and single stars."""
     import time
 
-    from .flows.artifact import load_model
     from .analysis.calibration import age_coverage, coverage_report
+    from .flows.artifact import load_model
 
     t0 = time.perf_counter()
     cov = age_coverage(load_model(), n_clusters=n_clusters, n_stars=n_stars, f_field=f_field, f_outlier=f_outlier,

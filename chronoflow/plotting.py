@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .inference.ages import ClusterAge
-from .flows.flow import RotationModel
 from .analysis.forward import density_map
+from .flows.flow import RotationModel
+from .inference.ages import ClusterAge
 
 __all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
 

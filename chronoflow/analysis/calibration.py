@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..inference.ages import cluster_age, star_ages
 from ..data.catalogue import training_sample
 from ..flows.flow import RotationModel, make_context
-from .forward import synthetic_cluster
+from ..inference.ages import cluster_age, star_ages
 from ..inference.posterior import quantiles
+from .forward import synthetic_cluster
 
 __all__ = ["COLOUR_BINS", "age_coverage", "coverage_report", "ppc_report", "predictive_check"]
 

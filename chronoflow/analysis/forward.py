@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..flows.artifact import resolve_model
 from ..errors import DomainError
+from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel, make_context
 
 __all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_cluster", "synthetic_field", "TRACK_QUANTILES"]

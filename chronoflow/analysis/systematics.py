@@ -53,12 +53,12 @@ import pandas as pd
 
 from .._cache import cache_dir
 from .._version import __version__
-from ..inference.ages import ClusterAge, cluster_age, model_error_curve
+from ..errors import ChronoflowError, DomainError
 from ..flows.artifact import resolve_model
 from ..flows.ensemble import card_members, n_members
-from ..errors import ChronoflowError, DomainError
 from ..flows.flow import FlowConfig, RotationModel
 from ..flows.training import TrainConfig, catalogue_sha256, train
+from ..inference.ages import ClusterAge, cluster_age, model_error_curve
 
 __all__ = [
     "SweepResult",

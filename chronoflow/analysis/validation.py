@@ -20,12 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..inference.ages import cluster_age
 from ..data.catalogue import REVISED_CLUSTERS
 from ..flows.ensemble import FlowEnsemble, train_ensemble
 from ..flows.flow import FlowConfig
-from ..inference.model_error import DEFAULT_BANDWIDTH, ModelErrorCurve, calibrate_model_error, error_budget
 from ..flows.training import TrainConfig
+from ..inference.ages import cluster_age
+from ..inference.model_error import (
+    DEFAULT_BANDWIDTH,
+    ModelErrorCurve,
+    calibrate_model_error,
+    error_budget,
+)
 
 __all__ = ["calibrate_loo", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
 

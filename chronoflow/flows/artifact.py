@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .flow import FlowConfig, RotationModel, Standardization, TrainingDomain, build_model
+from .flow import (
+    FlowConfig,
+    RotationModel,
+    Standardization,
+    TrainingDomain,
+    build_model,
+)
 
 __all__ = ["DEFAULT_MODEL", "MODEL_ENV", "default_model_path", "load_model", "resolve_model", "save_model", "weights_sha256"]
 

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 from nflows.transforms.base import CompositeTransform, Transform
-from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+from nflows.transforms.splines.rational_quadratic import (
+    unconstrained_rational_quadratic_spline,
+)
 from nflows.transforms.standard import PointwiseAffineTransform
 from torch import nn
 
@@ -231,7 +233,11 @@ def rq_spline_forward(x: torch.Tensor, params: torch.Tensor, n_bins: int, bound:
     """
     from nflows.transforms.splines.rational_quadratic import (
         DEFAULT_MIN_BIN_HEIGHT as min_h,
+    )
+    from nflows.transforms.splines.rational_quadratic import (
         DEFAULT_MIN_BIN_WIDTH as min_w,
+    )
+    from nflows.transforms.splines.rational_quadratic import (
         DEFAULT_MIN_DERIVATIVE as min_d,
     )
 

@@ -28,7 +28,14 @@ import torch
 from .._version import __version__
 from ..data.catalogue import REVISED_CLUSTERS, training_sample
 from ..errors import ChronoflowError
-from .flow import FlowConfig, RotationModel, Standardization, TrainingDomain, build_model, make_context
+from .flow import (
+    FlowConfig,
+    RotationModel,
+    Standardization,
+    TrainingDomain,
+    build_model,
+    make_context,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "catalogue_sha256", "evaluate", "fine_tune", "split_by_cluster", "train"]
 
@@ -328,7 +335,13 @@ def train(
         ``model`` (refitted on all clusters when ``config.refit_all``), ``baseline`` and
         ``card`` (a JSON-serializable dict, see :func:`chronoflow.flows.artifact.save_model`).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     flow_config = flow_config or FlowConfig()
     config = config or TrainConfig()

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ..flows.artifact import resolve_model
 from ..data.catalogue import training_sample
-from ..flows.ensemble import member_log_prob_grid, n_members
 from ..errors import ChronoflowError, DomainError
+from ..flows.artifact import resolve_model
+from ..flows.ensemble import member_log_prob_grid, n_members
 from ..flows.flow import RotationModel
 from .likelihood import (
     DEFAULT_BACKGROUND,
@@ -72,6 +72,7 @@ __all__ = [
     "star_ages",
     "star_flags",
 ]
+
 
 def _model_name(model: RotationModel) -> str:
     card = getattr(model, "card", {}) or {}

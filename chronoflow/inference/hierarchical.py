@@ -42,11 +42,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ages import cluster_age
-from ..flows.artifact import resolve_model
 from ..errors import DomainError
+from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel
-from .likelihood import DEFAULT_BACKGROUND, Background, StarInputs, background_logpdf, membership_probabilities, mixture_terms
+from .ages import cluster_age
+from .likelihood import (
+    DEFAULT_BACKGROUND,
+    Background,
+    StarInputs,
+    background_logpdf,
+    membership_probabilities,
+    mixture_terms,
+)
 
 __all__ = ["FullClusterAge", "build_cluster_model", "full_cluster_age", "sample_cluster_model"]
 
@@ -357,7 +364,6 @@ def full_cluster_age(
     FullClusterAge
     """
     import arviz as az
-
     import pymc as pm
 
     flow = resolve_model(model)

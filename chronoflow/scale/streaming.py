@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..inference.ages import star_ages
-from ..flows.artifact import resolve_model
-from ..inference.likelihood import REQUIRED, require_columns
 from ..data.catalogue import CSV_READ_OPTIONS
 from ..errors import ChronoflowError, first_line
+from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel
+from ..inference.ages import star_ages
+from ..inference.likelihood import REQUIRED, require_columns
 from ..inference.posterior import Prior
 
 __all__ = ["INPUT_SUFFIXES", "OUTPUT_SUFFIXES", "StreamReport", "age_chunk", "age_stars_file", "arrow_schema", "count_rows",
@@ -236,7 +236,14 @@ def partial_path(dst: Path, kind: str = "partial") -> Path:
 
 def progress_bar(disable: bool):
     """The rich progress bar of the file ageing functions (``disable``: none)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("ageing stars"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), disable=disable)  # fmt: skip
