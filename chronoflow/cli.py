@@ -470,12 +470,7 @@ def validate_budgets(
 
     import pandas as pd
 
-    from .analysis.budgets import budget_table, budgets_report, with_total_relative
-    from .analysis.systematics import (
-        DEFAULT_AGE_SCALE_DEX,
-        DEFAULT_CALIBRATION_SCALE_DEX,
-        DEFAULT_REDDENING_SIGMA,
-    )
+    from .analysis.budgets import budget_table, budgets_report, describe_sweep, with_total_relative
     from .data.catalogue import load_catalogue
 
     if loo is not None and not loo.is_file():
@@ -491,13 +486,8 @@ def validate_budgets(
     from .plotting import plot_budgets
 
     plot_budgets(table, path=out_file.with_suffix(".png"))
-    settings = (f"Sweep of every cluster with the shipped model: E(BP-RP) error {DEFAULT_REDDENING_SIGMA:g} mag (5-node Gauss-Hermite); "
-                f"membership cuts at 0.5, 0.7, 0.9 and the HDBSCAN column; age scale +-{DEFAULT_AGE_SCALE_DEX:g} dex; "
-                f"{n_calibration} refits from scratch with per-cluster ages perturbed by {DEFAULT_CALIBRATION_SCALE_DEX:g} dex, each "
-                "cluster removed from its own calibration set; seed "
-                f"{seed}. " + (f"Report rewritten from `{table_file.name}` (`--table`)." if table_file is not None else
-                f"Run time {time.perf_counter() - t0:.0f} s with {jobs} processes.") + " See `chronoflow.analysis.systematics` for how each "
-                "component and the total are formed.")  # fmt: skip
+    settings = describe_sweep(n_calibration=n_calibration, seed=seed, jobs=jobs, run_time_s=time.perf_counter() - t0,
+                              rewritten_from=table_file.name if table_file is not None else None)
     text = budgets_report(table, loo=pd.read_csv(loo) if loo is not None else None, settings=settings,
                           figure=out_file.with_suffix(".png").name)  # fmt: skip
     out_file.write_text(text)
@@ -523,6 +513,7 @@ def validate_loo(
 
     from .analysis.validation import (
         calibrate_loo,
+        describe_recipe,
         leave_one_out,
         loo_metrics,
         loo_report,
@@ -559,9 +550,8 @@ def validate_loo(
 
     plot_loo(table, path=out_file.with_suffix(".png"))
     previous = pd.read_csv(before) if before is not None else None
-    recipe = (f"architecture {FlowConfig(**card['architecture']).to_dict()}; {k} of {n_total} members per fold "
-              f"(bootstrap {bootstrap!r}, seeds {config.seed}-{config.seed + k - 1}), epochs {budgets}; "
-              f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
+    recipe = describe_recipe(FlowConfig(**card["architecture"]), config, n_members=k, n_total=n_total,
+                             bootstrap=bootstrap, epochs=budgets)
     text = loo_report(table, metrics, recipe=recipe, figure=out_file.with_suffix(".png").name, before=previous,
                       by_members={n: loo_metrics(t) for n, t in per_k.items()} if len(per_k) > 1 else None)
     if len(per_k) > 1:

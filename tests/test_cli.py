@@ -105,3 +105,26 @@ def test_age_stars_keeps_out_of_domain_rows_without_an_age_unless_asked(tmp_path
     assert out["log10_age_median"].notna().tolist() == [True, False, False]
     assert _run("age-stars", str(src), "--out", str(dst), "--no-progress", "--include-out-of-domain").returncode == 0
     assert pd.read_csv(dst, na_values="NULL")["log10_age_median"].notna().all()
+
+
+def test_validate_budgets_rewrites_the_report_from_an_earlier_table(tmp_path):
+    """`validate budgets --table`: no sweep; the report names the table it came from and has one row
+    per cluster of the table (the committed docs/validation/budgets.csv, our own earlier output)."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from chronoflow.cli import app
+
+    source = Path(__file__).resolve().parents[1] / "docs" / "validation" / "budgets.csv"
+    table = pd.read_csv(source)
+    out = tmp_path / "b.md"
+    run = CliRunner().invoke(app, ["validate", "budgets", "--table", str(source), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    text = out.read_text()
+    assert "Report rewritten from `budgets.csv` (`--table`)." in text and "Run time" not in text
+    assert "seed 0." in text
+    for name in table["cluster"]:
+        assert f"| {name} |" in text
+    assert (tmp_path / "b.png").stat().st_size > 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b.csv"), table, check_exact=False, rtol=1e-12)

@@ -141,8 +141,10 @@ def test_validate_loo_calibrates_the_model_error_into_the_card(toy_ensemble, tmp
     assert (table["inside_total"] == (table["residual_dex"].abs() <= table["total_dex"])).all()
     assert set(pd.read_csv(tmp_path / "loo_members.csv")["n_members"]) == {1, 2}
     assert "| k = 1 | k = 2 |" in out.read_text()
+    assert "2 of 3 members per fold" in out.read_text()
     calibrated = load_model(model_path)
     assert calibrated.card["model_error"]["curve"]["n_clusters"] == 7
+    assert calibrated.card["model_error"]["source"].startswith("chronoflow validate loo: architecture ")
     assert calibrated.card["weights_sha256"] == res.model.card.get("weights_sha256", calibrated.card["weights_sha256"])
     age = cluster_age(cat, "D", model=calibrated)
     assert "model_error_uncalibrated" not in age.flag and age.error_dex["calibrated"] >= 0

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.catalogue import REVISED_CLUSTERS
 
-__all__ = ["COMPONENTS", "budget_table", "budgets_report", "with_total_relative"]
+__all__ = ["COMPONENTS", "budget_table", "budgets_report", "describe_sweep", "with_total_relative"]
 
 #: Components in the order the table shows them.
 COMPONENTS = ("extinction", "membership", "age_scale", "calibration", "model", "out_of_sample")
@@ -105,6 +105,22 @@ def with_total_relative(table: pd.DataFrame) -> pd.DataFrame:
     scale = table["age_scale_dex"].where(table["age_scale_in_total"], 0.0) if "age_scale_dex" in table.columns else 0.0
     table["total_relative_dex"] = np.sqrt(np.clip(table["total_dex"] ** 2 - scale**2, 0.0, None))
     return table
+
+
+def describe_sweep(*, n_calibration: int, seed: int, jobs: int, run_time_s: float | None = None,
+                   rewritten_from: str | None = None) -> str:
+    """The settings paragraph of ``budgets.md``: what each systematic varied, the seed, and how the
+    table was made (a sweep of ``run_time_s`` seconds on ``jobs`` processes, or rewritten from the
+    earlier CSV ``rewritten_from``)."""
+    from .systematics import DEFAULT_AGE_SCALE_DEX, DEFAULT_CALIBRATION_SCALE_DEX, DEFAULT_REDDENING_SIGMA
+
+    how = (f"Report rewritten from `{rewritten_from}` (`--table`)." if rewritten_from is not None
+           else f"Run time {run_time_s:.0f} s with {jobs} processes.")  # fmt: skip
+    return (f"Sweep of every cluster with the shipped model: E(BP-RP) error {DEFAULT_REDDENING_SIGMA:g} mag "
+            f"(5-node Gauss-Hermite); membership cuts at 0.5, 0.7, 0.9 and the HDBSCAN column; age scale "
+            f"+-{DEFAULT_AGE_SCALE_DEX:g} dex; {n_calibration} refits from scratch with per-cluster ages perturbed "
+            f"by {DEFAULT_CALIBRATION_SCALE_DEX:g} dex, each cluster removed from its own calibration set; seed "
+            f"{seed}. {how} See `chronoflow.analysis.systematics` for how each component and the total are formed.")
 
 
 def _f(v: Any) -> str:

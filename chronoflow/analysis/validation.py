@@ -32,7 +32,7 @@ from ..inference.model_error import (
     error_budget,
 )
 
-__all__ = ["calibrate_loo", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
+__all__ = ["calibrate_loo", "describe_recipe", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
 
 
 def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig, list[int], str, list[int]]) -> list[dict[str, Any]]:
@@ -237,6 +237,16 @@ _METRIC_ROWS = (
     ("coverage of the total error, 21 interior", "coverage_total_interior", ".2f"),
     ("median total error, 23 clusters [dex]", "median_total_all_dex", ".3f"),
 )
+
+
+def describe_recipe(flow_config: FlowConfig, config: TrainConfig, *, n_members: int, n_total: int,
+                    bootstrap: str | None, epochs: list[int]) -> str:
+    """One line naming the training recipe a leave-one-out run retrained: architecture, members
+    per fold (of the model's ``n_total``), bootstrap, seeds, epochs per member, age-label noise
+    [dex] and weight decay. It heads ``loo.md`` and is stored with a calibrated model-error term."""
+    return (f"architecture {flow_config.to_dict()}; {n_members} of {n_total} members per fold "
+            f"(bootstrap {bootstrap!r}, seeds {config.seed}-{config.seed + n_members - 1}), epochs {list(epochs)}; "
+            f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
 
 
 def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, figure: str | None = None,

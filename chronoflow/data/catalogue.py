@@ -9,6 +9,7 @@ downloaded once into the user cache with a pinned checksum.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tomllib
@@ -219,12 +220,67 @@ def _fail(df: pd.DataFrame, col: _Column, mask: np.ndarray, problem: str) -> Non
     )
 
 
+def _numbers(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
+
+
+def _column_checks(col: _Column) -> list:
+    """The pandera checks of one schema column, in the order their violations are reported.
+
+    Each check sees the whole column (nulls included, ``ignore_na=False``) and returns a boolean
+    Series; its ``error`` is the problem named in the message of :func:`validate_catalogue`.
+    """
+    import pandera.pandas as pa
+
+    def check(problem: str, ok) -> pa.Check:
+        return pa.Check(lambda s: pd.Series(np.asarray(ok(s), dtype=bool), index=s.index), error=problem,
+                        ignore_na=False, name=problem)  # fmt: skip
+
+    if col.kind == "str":
+        return [check("empty or missing", lambda s: s.astype("string").str.strip().fillna("").ne("").to_numpy())]
+    checks = [check("not a number", lambda s: ~(np.isnan(_numbers(s)) & s.notna().to_numpy()))]
+    if col.nullable:
+        checks.append(check("infinite", lambda s: ~np.isinf(_numbers(s))))
+    else:
+        checks.append(check("missing, NaN or infinite", lambda s: np.isfinite(_numbers(s))))
+    absent = lambda v: ~np.isfinite(v)  # noqa: E731 (missing values pass the value rules)
+    if col.kind == "flag":
+        checks.append(check("not 0 or 1", lambda s: absent(v := _numbers(s)) | np.isin(v, (0.0, 1.0))))
+    if col.kind == "int":
+        checks.append(check("not an integer", lambda s: absent(v := _numbers(s)) | (v == np.round(v))))
+    if col.low is not None:
+        low = col.low
+        if col.low_open:
+            checks.append(check(f"<= {low:g}", lambda s: absent(v := _numbers(s)) | (v > low)))
+        else:
+            checks.append(check(f"< {low:g}", lambda s: absent(v := _numbers(s)) | (v >= low)))
+    if col.high is not None:
+        high = col.high
+        checks.append(check(f"> {high:g}", lambda s: absent(v := _numbers(s)) | (v <= high)))
+    if col.name == "GaiaDR3_ID":
+        checks.append(check("repeated id", lambda s: ~s.duplicated(keep=False).to_numpy()))
+    return checks
+
+
+@functools.cache
+def _schema():
+    """The catalogue schema as a pandera ``DataFrameSchema`` (built once, on first use: pandera
+    takes about half a second to import)."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {c.name: pa.Column(None, checks=_column_checks(c), nullable=True, required=False) for c in COLUMNS},
+        strict=False,
+    )
+
+
 def validate_catalogue(df: pd.DataFrame, columns: tuple[str, ...] | None = None) -> None:
     """Check a catalogue table against the schema; raise one clear error on the first violation.
 
     Checks, per column: presence, dtype, missing values where not allowed, ranges
     (``Prot`` > 0 d, membership in [0, 1], ages > 0 Myr, errors > 0 mag), flags in {0, 1}
-    and unique ``GaiaDR3_ID``.
+    and unique ``GaiaDR3_ID``. The rules are a pandera schema; the first violation (columns in
+    schema order, then the rules of a column in the order above) is reported.
 
     Parameters
     ----------
@@ -240,6 +296,8 @@ def validate_catalogue(df: pd.DataFrame, columns: tuple[str, ...] | None = None)
         Naming the column, the first offending rows (by ``GaiaDR3_ID`` or row number) and what
         is allowed.
     """
+    import pandera.errors
+
     required = tuple(c.name for c in COLUMNS) if columns is None else tuple(columns)
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -247,50 +305,14 @@ def validate_catalogue(df: pd.DataFrame, columns: tuple[str, ...] | None = None)
             f"missing column{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}; "
             f"the catalogue schema requires: {', '.join(required)}"
         )
-    for col in COLUMNS:
-        if col.name not in df.columns:
-            continue
-        series = df[col.name]
-        if col.kind == "str":
-            values = series.astype("string")
-            bad = (values.isna() | (values.str.strip() == "")).to_numpy(dtype=bool)
-            if bad.any():
-                _fail(df, col, bad, "empty or missing")
-            continue
-        numeric = pd.to_numeric(series, errors="coerce")
-        not_numeric = (numeric.isna() & series.notna()).to_numpy()
-        if not_numeric.any():
-            _fail(df, col, not_numeric, "not a number")
-        values = numeric.to_numpy(dtype=float)
-        missing_mask = ~np.isfinite(values)
-        if not col.nullable and missing_mask.any():
-            _fail(df, col, missing_mask, "missing, NaN or infinite")
-        if col.nullable:
-            bad_inf = np.isinf(values)
-            if bad_inf.any():
-                _fail(df, col, bad_inf, "infinite")
-        with np.errstate(invalid="ignore"):
-            present = np.isfinite(values)
-            if col.kind == "flag":
-                bad = present & ~np.isin(values, (0.0, 1.0))
-                if bad.any():
-                    _fail(df, col, bad, "not 0 or 1")
-            if col.kind == "int":
-                bad = present & (values != np.round(values))
-                if bad.any():
-                    _fail(df, col, bad, "not an integer")
-            if col.low is not None:
-                bad = present & ((values <= col.low) if col.low_open else (values < col.low))
-                if bad.any():
-                    _fail(df, col, bad, f"{'<=' if col.low_open else '<'} {col.low:g}")
-            if col.high is not None:
-                bad = present & (values > col.high)
-                if bad.any():
-                    _fail(df, col, bad, f"> {col.high:g}")
-    if "GaiaDR3_ID" in df.columns:
-        dup = df["GaiaDR3_ID"].duplicated(keep=False).to_numpy()
-        if dup.any():
-            _fail(df, _BY_NAME["GaiaDR3_ID"], dup, "repeated id")
+    try:  # on positional row labels, so that a failure case's index is its row number
+        _schema().validate(df.reset_index(drop=True), lazy=False)
+    except pandera.errors.SchemaError as err:
+        col = _BY_NAME[err.schema.name]
+        mask = np.zeros(len(df), dtype=bool)
+        mask[err.failure_cases["index"].to_numpy(dtype=int)] = True
+        _fail(df, col, mask, err.check.error)
+        raise  # _fail always raises; an error with no failing row is not expected
 
 
 # --------------------------------------------------------------------------------------------
