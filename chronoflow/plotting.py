@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis.forward import density_map
+from .data.tables import to_frame
 from .flows.flow import RotationModel
 from .inference.ages import ClusterAge
 
@@ -64,8 +65,9 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
         ax_post.axvspan(10**t_lo, 10**t_hi, color="tab:orange", alpha=0.15,
                         label=f"median -/+ total error ({result.error_dex['total']:.3f} dex)")
     ax_post.axvline(10 ** s["median"], color="tab:blue", lw=1.2, label=f"median {10 ** s['median']:.0f} Myr")
-    if "fiducial_age_Myr" in result.stars and result.stars["fiducial_age_Myr"].notna().any():
-        ax_post.axvline(result.stars["fiducial_age_Myr"].median(), color="tab:red", ls="--", lw=1, label="fiducial age")
+    stars = to_frame(result.stars)[0]  # a DataFrame, whichever kind of table the result holds
+    if "fiducial_age_Myr" in stars and stars["fiducial_age_Myr"].notna().any():
+        ax_post.axvline(stars["fiducial_age_Myr"].median(), color="tab:red", ls="--", lw=1, label="fiducial age")
     mass = result.posterior > result.posterior.max() * 1e-4
     lo, hi = result.grid[mass].min() - 0.15, result.grid[mass].max() + 0.15
     if result.error_dex:
@@ -83,7 +85,6 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
     ax_post.set_title(title, fontsize=10)
     ax_post.legend(frameon=False, fontsize=8)
 
-    stars = result.stars
     colour = stars["BPRP_0"].to_numpy(float)
     log_prot = np.log10(stars["Prot"].to_numpy(float).clip(1e-3))
     c_lo, c_hi = model.domain.bprp0

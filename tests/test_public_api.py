@@ -16,7 +16,7 @@ PACKAGE = Path(cf.__file__).parent
 #: ``_version``, ``errors`` and ``_cache`` at the bottom.)
 LAYERS = [
     ("", {"_version", "errors", "_cache"}),
-    ("data", {"catalogue", "extinction"}),
+    ("data", {"catalogue", "extinction", "tables"}),
     ("flows", {"flow", "flow_ops", "training", "ensemble", "artifact"}),
     ("inference", {"likelihood", "posterior", "model_error", "ages", "hierarchical"}),
     ("analysis", {"forward", "systematics", "validation", "calibration", "budgets"}),

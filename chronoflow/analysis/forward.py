@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.tables import quantity_table
 from ..errors import DomainError
 from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel, make_context
@@ -75,9 +76,10 @@ def sample_periods(
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame or astropy.table.QTable
         One row per draw: ``age_myr`` [Myr], ``bprp0`` [mag], ``e_bprp0`` [mag], ``draw``,
-        ``log10_prot`` [log10 d] and ``prot_d`` [d].
+        ``log10_prot`` [log10 d] and ``prot_d`` [d]. A ``QTable`` with these units when any
+        input is an astropy Quantity.
     """
     if int(n) < 1:
         raise DomainError(f"n must be >= 1, got {n}")
@@ -90,12 +92,13 @@ def sample_periods(
         raise DomainError("colours must be finite and colour errors > 0 mag")
     log_p = model.sample(make_context(age, col, err), int(n), seed=seed, check_domain=not allow_extrapolation)
     k = len(age)
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "age_myr": np.tile(age, n), "bprp0": np.tile(col, n), "e_bprp0": np.tile(err, n),
             "draw": np.repeat(np.arange(n), k), "log10_prot": log_p.ravel(), "prot_d": 10 ** log_p.ravel(),
         }
     )  # fmt: skip
+    return quantity_table(out) if any(hasattr(x, "unit") for x in (ages, colours, colour_err)) else out
 
 
 def spin_down_tracks(

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .._cache import fetch_verified
 from ..errors import CatalogueError, first_line
+from .tables import UNITS, like_input, to_frame
 
 __all__ = [
     "CATALOGUE_ENV",
@@ -55,7 +56,6 @@ class _Column:
     low: float | None = None  # inclusive unless low_open
     high: float | None = None
     low_open: bool = False
-    unit: str | None = None
     allowed: str = ""  # how the rule reads in an error message
 
 
@@ -66,16 +66,16 @@ COLUMNS: tuple[_Column, ...] = (
     _Column("subgroup", "str", allowed="a non-empty subgroup name"),
     _Column("data_catalog", "str", allowed="a source name"),
     _Column("Prot_source", "str", allowed="a source name"),
-    _Column("Prot", "float", low=0, low_open=True, unit="d", allowed="a finite period > 0 d"),
+    _Column("Prot", "float", low=0, low_open=True, allowed="a finite period > 0 d"),
     _Column("mem_prob_hdbscan", "float", nullable=True, low=0, high=1, allowed="a probability in [0, 1] or NULL"),
     _Column("mem_prob_source", "float", low=0, high=1, allowed="a probability in [0, 1]"),
-    _Column("dr3_parallax_zpt_corrected", "float", nullable=True, unit="mas", allowed="a parallax in mas or NULL"),
+    _Column("dr3_parallax_zpt_corrected", "float", nullable=True, allowed="a parallax in mas or NULL"),
     _Column("dr3_ruwe", "float", nullable=True, low=0, low_open=True, allowed="a RUWE > 0 or NULL"),
-    _Column("G_0", "float", nullable=True, unit="mag", allowed="a magnitude or NULL"),
-    _Column("BPRP_0", "float", nullable=True, unit="mag", allowed="a colour in mag or NULL"),
-    _Column("e_BPRP_0", "float", nullable=True, low=0, low_open=True, unit="mag", allowed="an error > 0 mag or NULL"),
+    _Column("G_0", "float", nullable=True, allowed="a magnitude or NULL"),
+    _Column("BPRP_0", "float", nullable=True, allowed="a colour in mag or NULL"),
+    _Column("e_BPRP_0", "float", nullable=True, low=0, low_open=True, allowed="an error > 0 mag or NULL"),
     _Column("dustmap", "str", allowed="a dust map name"),
-    _Column("fiducial_age_Myr", "float", low=0, low_open=True, unit="Myr", allowed="a finite age > 0 Myr"),
+    _Column("fiducial_age_Myr", "float", low=0, low_open=True, allowed="a finite age > 0 Myr"),
     _Column("cmd_exclude", "flag", allowed="0 or 1"),
     _Column("dered_exclude", "flag", allowed="0 or 1"),
     _Column("phot_exclude", "flag", allowed="0 or 1"),
@@ -123,7 +123,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if suffix in {".fits", ".fit"}:
         from astropy.table import Table
 
-        return Table.read(path).to_pandas()
+        return to_frame(Table.read(path), what=path.name)[0]  # columns with units converted to the package's
     return pd.read_csv(path, **CSV_READ_OPTIONS)
 
 
@@ -298,6 +298,7 @@ def validate_catalogue(df: pd.DataFrame, columns: tuple[str, ...] | None = None)
     """
     import pandera.errors
 
+    df = to_frame(df, what="the catalogue")[0]
     required = tuple(c.name for c in COLUMNS) if columns is None else tuple(columns)
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -442,6 +443,9 @@ def add_cluster(
     CatalogueError
         On a schema violation, a missing cluster name, or a ``GaiaDR3_ID`` already present.
     """
+    catalogue, origin = to_frame(catalogue, what="the catalogue")
+    alias_units = {alias: UNITS[name] for name, aliases in MINIMAL_COLUMNS.items() if name in UNITS for alias in aliases}
+    rows = to_frame(rows, what="the new rows", units=alias_units)[0]
     if len(rows) == 0:
         raise CatalogueError("no rows to add: the new cluster table is empty")
     full = set(c.name for c in COLUMNS) <= set(rows.columns)
@@ -470,7 +474,7 @@ def add_cluster(
     order = [c.name for c in COLUMNS]
     extra = [c for c in list(catalogue.columns) + list(new.columns) if c not in order]
     merged = pd.concat([catalogue, new], ignore_index=True)
-    return merged[order + list(dict.fromkeys(extra))]
+    return like_input(merged[order + list(dict.fromkeys(extra))], origin)
 
 
 def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -493,6 +497,7 @@ def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
     Path
         The written file.
     """
+    df = to_frame(df, what="the catalogue")[0]
     path = Path(path)
     if path.exists() and not overwrite:
         raise CatalogueError(f"{path} exists; pass overwrite=True to replace it")
@@ -504,11 +509,8 @@ def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
     elif suffix in {".fits", ".fit"}:
         from astropy.table import Table
 
-        table = Table.from_pandas(df.reset_index(drop=True))
-        for col in COLUMNS:
-            if col.unit and col.name in table.colnames:
-                table[col.name].unit = col.unit
-        table.write(path, overwrite=overwrite)
+        units = {name: unit for name, unit in UNITS.items() if name in df.columns}
+        Table.from_pandas(df.reset_index(drop=True), units=units).write(path, overwrite=overwrite)
     else:
         raise CatalogueError(f"unknown catalogue format {suffix!r}; allowed: .csv, .parquet, .fits")
     return path

@@ -23,7 +23,7 @@ the cluster log-likelihood is the sum over stars, with a prior flat in log age b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from ..data.catalogue import training_sample
+from ..data.tables import like_input, to_frame
 from ..errors import ChronoflowError, DomainError
 from ..flows.artifact import resolve_model
 from ..flows.ensemble import member_log_prob_grid, n_members
@@ -111,7 +112,9 @@ def star_ages(
     Parameters
     ----------
     df
-        Table with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag] (other columns kept).
+        Table with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag] (other columns kept): a
+        pandas DataFrame, or an astropy ``Table``/``QTable`` whose columns with units are
+        converted to these.
     model
         A loaded model, a model file path, or ``None`` for the shipped model.
     grid
@@ -139,8 +142,10 @@ def star_ages(
 
     Returns
     -------
-    pandas.DataFrame
-        The input rows (same index, same order, none dropped) plus ``log10_age_p16``,
+    pandas.DataFrame or astropy.table.Table
+        The kind of table given (an astropy ``Table``/``QTable`` comes back as its class, with
+        units; see :mod:`chronoflow.data.tables`): the input rows (same index, same order, none
+        dropped) plus ``log10_age_p16``,
         ``log10_age_median``, ``log10_age_p84``, ``log10_age_map`` [log10 Myr],
         ``age_myr_p16``, ``age_myr_median``, ``age_myr_p84`` [Myr] and ``flag`` (see
         :func:`star_flags`). NaN ages for unusable rows (``missing_value``, ``nonpositive``,
@@ -157,6 +162,7 @@ def star_ages(
     >>> 2.0 < ages["log10_age_median"].iloc[0] < 3.5
     True
     """
+    df, origin = to_frame(df, what="df")
     model = resolve_model(model)
     grid = age_grid() if grid is None else check_grid(grid)
     if method not in ("adaptive", "dense"):
@@ -200,6 +206,7 @@ def star_ages(
     for c in ("p16", "median", "p84"):
         out[f"age_myr_{c}"] = 10 ** summary[c]
     out["flag"] = flags
+    out = like_input(out, origin)
     return (out, posteriors) if return_posteriors else out
 
 
@@ -219,7 +226,8 @@ class ClusterAge:
         ``median``, ``p16``, ``p84``, ``map`` in log10 Myr.
     stars
         The selected input rows plus ``used`` (bool), ``flag`` and ``p_outlier`` (posterior
-        probability that the star belongs to the background rather than the cluster sequence).
+        probability that the star belongs to the background rather than the cluster sequence),
+        as the kind of table given (pandas DataFrame, or the astropy Table class with units).
     n_rows, n_used
         Rows selected for the cluster, and rows that entered the likelihood.
     model
@@ -243,7 +251,7 @@ class ClusterAge:
     grid: np.ndarray
     posterior: np.ndarray
     summary: dict[str, float]
-    stars: pd.DataFrame
+    stars: Any
     n_rows: int
     n_used: int
     model: str
@@ -365,7 +373,8 @@ def cluster_age(
     ----------
     df
         Catalogue-schema table (``Prot`` [d], ``BPRP_0``/``e_BPRP_0`` [mag], membership,
-        optional flag columns and ``dr3_ruwe``).
+        optional flag columns and ``dr3_ruwe``): a pandas DataFrame, or an astropy
+        ``Table``/``QTable`` (units converted; ``stars`` of the result is then of its class).
     cluster
         Value of the ``by`` column to select; may be omitted when the table holds one cluster.
     by
@@ -411,6 +420,7 @@ def cluster_age(
     if method == "full":
         raise DomainError("the hierarchical model is a function of its own: chronoflow.full_cluster_age(df, cluster, ...) "
                           "(its own arguments: draws, tune, chains, seed, ...)")
+    df, origin = to_frame(df, what="df")
     model = resolve_model(model)
     grid = age_grid() if grid is None else check_grid(grid)
     if not 0 <= f_out < 1:
@@ -504,7 +514,7 @@ def cluster_age(
         "f_out": f_out, "membership": membership, "background": background if not callable(background) else "callable",
         "prior": prior if isinstance(prior, str) else "callable", "method": method, "cuts": cut_report, "by": by,
     }  # fmt: skip
-    return ClusterAge(name, grid, posterior, summary, stars, len(stars), n_used, _model_name(model), settings,
+    return ClusterAge(name, grid, posterior, summary, like_input(stars, origin), len(stars), n_used, _model_name(model), settings,
                       error_dex=error_dex, flag=age_flag,
                       member_medians=None if member_medians is None else [float(v) for v in member_medians])
 
@@ -532,11 +542,12 @@ def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str
 
     Returns
     -------
-    summary : pandas.DataFrame
-        One row per cluster: ``n_rows``, ``n_used``, ``fiducial_age_myr`` (when present),
+    summary : pandas.DataFrame or astropy.table.Table
+        The kind of table given; one row per cluster: ``n_rows``, ``n_used``, ``fiducial_age_myr`` (when present),
         ``log10_age_median``/``p16``/``p84``/``map`` [log10 Myr], ``age_myr_median`` [Myr].
     results : dict of str to ClusterAge
     """
+    df, origin = to_frame(df, what="df")
     model = resolve_model(kwargs.pop("model", None))
     if by not in df.columns:
         raise ChronoflowError(f"missing column {by!r}: cluster_ages groups the rows by it (by='cluster' or by='subgroup')")
@@ -544,11 +555,11 @@ def cluster_ages(df: pd.DataFrame, clusters: list[str] | None = None, *, by: str
     rows, results = [], {}
     for name in names:  # one batched grid computation per cluster
         res = cluster_age(df, name, by=by, model=model, **kwargs)
-        results[name] = res
         fid = res.stars["fiducial_age_Myr"].median() if "fiducial_age_Myr" in res.stars else np.nan
+        results[name] = replace(res, stars=like_input(res.stars, origin))
         rows.append(
             {by: name, "n_rows": res.n_rows, "n_used": res.n_used, "fiducial_age_myr": fid,
              **{f"log10_age_{k}": res.summary[k] for k in ("median", "p16", "p84", "map")},
              "age_myr_median": res.age_myr["median"]}
         )  # fmt: skip
-    return pd.DataFrame(rows), results
+    return like_input(pd.DataFrame(rows), origin), results

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.tables import like_input, to_frame
 from ..errors import DomainError
 from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel
@@ -74,7 +75,8 @@ class FullClusterAge:
     stars
         The selected rows plus ``used``, ``p_member`` (posterior probability of following the
         cluster sequence), ``p_outlier`` (= 1 - p_member for used stars) and
-        ``log10_age_star`` (posterior mean star age [log10 Myr], shrunk toward the cluster).
+        ``log10_age_star`` (posterior mean star age [log10 Myr], shrunk toward the cluster), as
+        the kind of table given (pandas DataFrame, or the astropy Table class with units).
     fast
         The fast (grid) result used to set the window and the start.
     """
@@ -82,7 +84,7 @@ class FullClusterAge:
     cluster: str
     idata: Any
     summary: pd.DataFrame
-    stars: pd.DataFrame
+    stars: Any
     fast: Any
     model: str
     settings: dict[str, Any] = field(default_factory=dict)
@@ -366,6 +368,7 @@ def full_cluster_age(
     import arviz as az
     import pymc as pm
 
+    df, origin = to_frame(df, what="df")
     flow = resolve_model(model)
     fast = cluster_age(df, cluster, by=by, model=flow, membership=membership, background=background, cuts=cuts,
                        ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain)  # fmt: skip
@@ -396,4 +399,4 @@ def full_cluster_age(
                 "target_accept": target_accept,
                 "spread_prior_dex": spread_prior_dex, "reddening_prior_mag": reddening_prior_mag, "f_out_fixed": f_out_fixed,
                 "model_choice": model_choice, "membership": membership}  # fmt: skip
-    return FullClusterAge(fast.cluster, idata, summary, stars, fast, fast.model, settings)
+    return FullClusterAge(fast.cluster, idata, summary, like_input(stars, origin), fast, fast.model, settings)
