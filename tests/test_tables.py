@@ -124,3 +124,15 @@ def test_add_cluster_returns_the_catalogues_kind_and_converts_alias_units(catalo
     mine = merged[merged["cluster"] == "Mine"]
     np.testing.assert_allclose(np.asarray(mine["fiducial_age_Myr"]), [500.0, 500.0])
     np.testing.assert_allclose(np.asarray(mine["Prot"]), [5.0, 8.0])
+
+
+@pytest.mark.slow
+def test_full_cluster_age_of_a_table_keeps_its_stars_as_a_table(model, catalogue):
+    rows = catalogue[catalogue["cluster"] == "Hyades"].reset_index(drop=True)
+    full = cf.full_cluster_age(_as_table(rows, Table, prot_unit=u.h), "Hyades", model=model, draws=50, tune=50,
+                               chains=1, cores=1, seed=0, progressbar=False, log_likelihood=False)  # fmt: skip
+    assert type(full.stars) is Table and full.stars["Prot"].unit == u.d
+    assert len(full.stars) == len(rows) and "p_member" in full.stars.colnames
+    fast = cf.cluster_age(rows, model=model)  # the fast age inside is that of the same stars in days
+    assert full.fast.summary["median"] == pytest.approx(fast.summary["median"], abs=1e-9)
+    assert int(np.sum(full.stars["used"])) == fast.n_used
