@@ -15,9 +15,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(script, catalogue_path, tmp_path):
     # The limit only guards against a hang; it is not a speed check. Alone, the slowest example
-    # (hierarchical_cluster) runs in about 25 s; under `pytest -n 2` on two cores it shares them
-    # with the other worker's tests (the whole-catalogue accuracy tests keep both cores busy):
-    # 129 s measured on the development machine, and over 300 s on a slower CI machine.
+    # (hierarchical_cluster) runs in about 25 s. Under `pytest -n 2` it shares the two cores with
+    # the other worker's tests: before the workers shared torch's threads (conftest.py), it took
+    # 129 s on the development machine and over 300 s on a slower CI machine.
     res = subprocess.run([sys.executable, str(script), "--catalogue", str(catalogue_path), "--out-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=900, env={**os.environ, "MPLBACKEND": "Agg"})
     assert res.returncode == 0, res.stderr[-2000:]
