@@ -7,7 +7,8 @@
 (c) the naive way: one flow call per grid point per star, like the published code, on a few stars,
 (d) the shipped ensemble against its first member alone (the cost of the ensemble), and against
     the previous grid implementation (bins-last spline, ``legacy_grid.py``) on the same ensemble,
-and the speed ratios between them. Timings are the best of ``--repeat`` runs (wall clock).
+(e) on a machine with a CUDA GPU: (a) and (b) with ``device="cuda"`` against the CPU runs above,
+and the speed ratios between them. (a)-(d) pin ``device="cpu"``. Timings are the best of ``--repeat`` runs (wall clock).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import chronoflow as cf
-from chronoflow.inference.ages import cluster_age, star_ages
+from chronoflow.inference import ages as _ages
 from chronoflow.flows.artifact import load_model
 from chronoflow.flows.ensemble import FlowEnsemble, n_members
 from chronoflow.flows.flow import make_context
@@ -32,6 +34,10 @@ from chronoflow.inference.posterior import age_grid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from legacy_grid import legacy_grid  # noqa: E402
+
+
+cluster_age = partial(_ages.cluster_age, device="cpu")
+star_ages = partial(_ages.star_ages, device="cpu")
 
 
 def best_of(fn, repeat: int) -> float:
@@ -100,6 +106,18 @@ def main() -> None:
             print(f"    previous grid path on the same ensemble: Praesepe {t_c_old:.3f} s, single stars {n / t_s_old:.0f} "
                   f"stars/s -> the bins-first path is {t_c_old / t_cluster:.2f}x (cluster) and {t_s_old / t_stars:.2f}x "
                   f"(stars) faster")
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+        _ages.cluster_age(df, "Praesepe", model=model, device="cuda")  # warm up: copies the model, starts CUDA
+        _ages.star_ages(df.head(1000), model=model, device="cuda")
+        t_cluster_gpu = best_of(lambda: _ages.cluster_age(df, "Praesepe", model=model, device="cuda"), args.repeat)
+        t_dense_gpu = best_of(lambda: _ages.cluster_age(df, "Praesepe", model=model, method="dense", device="cuda"), args.repeat)
+        t_stars_gpu = best_of(lambda: _ages.star_ages(df, model=model, device="cuda"), args.repeat)
+        print(f"\n(e) {gpu}: Praesepe adaptive {t_cluster_gpu:.3f} s ({t_cluster / t_cluster_gpu:.2f}x the last CPU run), "
+              f"dense {t_dense_gpu:.3f} s ({t_cluster_dense / t_dense_gpu:.2f}x); single stars {n / t_stars_gpu:.0f} stars/s "
+              f"({t_stars / t_stars_gpu:.2f}x)")
+    else:
+        print("\n(e) no CUDA GPU seen by torch: GPU figures not measured")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def age_cluster_command(
     chains: int = typer.Option(4, help="\\[full] chains."),
     seed: int = typer.Option(0, help="\\[full] sampler seed."),
     idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
+    device: str = typer.Option("auto", help="\\[fast] where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
     from .flows.artifact import load_model
@@ -250,7 +251,7 @@ def age_cluster_command(
 
     if method not in ("fast", "full"):
         raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
-    _refuse_unused(ctx, method, {"fast": ("draws", "tune", "chains", "seed", "idata_out"), "full": ("plot", "f_out", "prior")})
+    _refuse_unused(ctx, method, {"fast": ("draws", "tune", "chains", "seed", "idata_out"), "full": ("plot", "f_out", "prior", "device")})
     flow = load_model(model)
     df = _read_user_table(file)
     member_col = None if membership.lower() == "none" else membership
@@ -268,7 +269,7 @@ def age_cluster_command(
         out.print(res.to_text(), markup=False)
         return
     res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior,
-                      include_out_of_domain=include_out_of_domain)
+                      include_out_of_domain=include_out_of_domain, device=device)
     if plot is not None:
         from .plotting import plot_cluster_age
 
@@ -295,6 +296,7 @@ def age_stars_command(
     include_out_of_domain: bool = typer.Option(False, "--include-out-of-domain", help="Also age rows whose period, colour or colour error lies outside the training domain (extrapolated; flagged either way). Default: NaN ages there."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option("auto", help="Where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
 ) -> None:
     """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE; bad rows flagged, never dropped."""
     from .flows.artifact import load_model
@@ -305,21 +307,21 @@ def age_stars_command(
         if out_file.suffix.lower() not in (".csv", ".parquet"):
             raise ChronoflowError(f"unknown output format {out_file.suffix!r}; allowed: .csv, .parquet")
         res = age_chunk(_read_user_table(file), model=load_model(model), prior=prior,
-                        include_out_of_domain=include_out_of_domain)  # the whole table as one chunk
+                        include_out_of_domain=include_out_of_domain, device=device)  # the whole table as one chunk
         _write_table(res, out_file)
         n_rows, n_flag = len(res), int((res["flag"] != "").sum())
     elif scheduler == "streaming":
         from .scale.streaming import age_stars_file
 
         report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress,
-                                include_out_of_domain=include_out_of_domain)
+                                include_out_of_domain=include_out_of_domain, device=device)
         n_rows, n_flag = report.n_rows, report.n_flagged
     elif scheduler == "dask":
         from .scale.dask_backend import age_stars_file_dask
 
         report = age_stars_file_dask(file, out_file, address=address, n_workers=workers, threads_per_worker=threads_per_worker,
                                      blocksize=blocksize, model=model, prior=prior, progress=progress,
-                                     include_out_of_domain=include_out_of_domain)  # fmt: skip
+                                     include_out_of_domain=include_out_of_domain, device=device)  # fmt: skip
         n_rows, n_flag = report.n_rows, report.n_flagged
     else:
         raise ChronoflowError(f"unknown scheduler {scheduler!r}; allowed: 'streaming', 'memory', 'dask'")

@@ -17,7 +17,7 @@ PACKAGE = Path(cf.__file__).parent
 LAYERS = [
     ("", {"_version", "errors", "_cache"}),
     ("data", {"catalogue", "extinction", "tables"}),
-    ("flows", {"flow", "flow_ops", "training", "ensemble", "artifact"}),
+    ("flows", {"device", "flow", "flow_ops", "training", "ensemble", "artifact"}),
     ("inference", {"likelihood", "posterior", "model_error", "ages", "hierarchical"}),
     ("analysis", {"forward", "systematics", "validation", "calibration", "budgets"}),
     ("scale", {"streaming", "dask_backend"}),

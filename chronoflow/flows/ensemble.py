@@ -126,9 +126,11 @@ class FlowEnsemble(RotationModel):
         parts = torch.stack([m._grid_chunk(y, star, ages) for m in self.members])
         return torch.logsumexp(parts, dim=0) - math.log(len(self.members))
 
-    def member_log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 65_536) -> np.ndarray:
+    def member_log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int | None = None,
+                             device: Any = "cpu") -> np.ndarray:  # fmt: skip
         """Every member's :meth:`RotationModel.log_prob_grid`: ``array[members, stars, ages]``."""
-        return np.stack([m.log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr, max_pairs=max_pairs) for m in self.members])
+        return np.stack([m.log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr, max_pairs=max_pairs, device=device)
+                         for m in self.members])  # fmt: skip
 
     def n_parameters(self) -> int:
         return sum(m.n_parameters() for m in self.members)
@@ -149,11 +151,12 @@ def card_members(card: dict[str, Any]) -> tuple[int, str, list[int]]:
     return int(ens.get("n_members", len(epochs))), ens["bootstrap"], epochs
 
 
-def member_log_prob_grid(model: RotationModel, log_prot, bprp0, log10_e_bprp0, log10_age_myr) -> np.ndarray:
-    """``array[members, stars, ages]`` of ln p for an ensemble, ``[1, stars, ages]`` for a single flow."""
+def member_log_prob_grid(model: RotationModel, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, device: Any = "cpu") -> np.ndarray:
+    """``array[members, stars, ages]`` of ln p for an ensemble, ``[1, stars, ages]`` for a single
+    flow, computed on ``device`` (see :func:`chronoflow.flows.device.resolve_device`)."""
     if isinstance(model, FlowEnsemble):
-        return model.member_log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr)
-    return model.log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr)[None]
+        return model.member_log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr, device=device)
+    return model.log_prob_grid(log_prot, bprp0, log10_e_bprp0, log10_age_myr, device=device)[None]
 
 
 def train_ensemble(

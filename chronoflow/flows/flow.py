@@ -451,7 +451,27 @@ class RotationModel(nn.Module):
         out._shift_age(float(dex))
         return out
 
+    def on_device(self, device: Any = "auto") -> RotationModel:
+        """This model on ``device`` (see :func:`chronoflow.flows.device.resolve_device`): itself
+        when it is already there, else a copy made at the first call and kept for later ones
+        (the copy does not follow later in-place changes of this model's weights)."""
+        from .device import resolve_device
+
+        dev = resolve_device(device)
+        here = next(self.parameters()).device
+        if here == dev or (dev.type == "cuda" and here.type == "cuda" and dev.index is None):
+            return self
+        cache = self.__dict__.setdefault("_device_copies", {})
+        if str(dev) not in cache:
+            import copy
+
+            clone = copy.deepcopy(self)
+            clone.__dict__["_device_copies"] = {}
+            cache[str(dev)] = clone.to(dev)
+        return cache[str(dev)]
+
     def _shift_age(self, dex: float) -> None:
+        self.__dict__["_device_copies"] = {}  # copies on other devices keep the old ages
         mean = list(self.scaling.context_mean)
         mean[0] += dex
         self.scaling = replace(self.scaling, context_mean=tuple(mean))
@@ -460,11 +480,15 @@ class RotationModel(nn.Module):
         lo, hi = self.domain.log10_age_myr
         self.domain = replace(self.domain, log10_age_myr=(lo + dex, hi + dex))
 
-    def log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int = 65_536) -> np.ndarray:
+    def log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int | None = None,
+                      device: Any = "cpu") -> np.ndarray:  # fmt: skip
         """ln p(log10 Prot | age, colour, error) for every star at every age: ``array[stars, ages]``.
 
         The workhorse of age posteriors: one batched evaluation over stars x ages, chunked over
-        stars so that at most ``max_pairs`` star-age pairs are in memory at once.
+        stars so that at most ``max_pairs`` star-age pairs are in memory at once (default
+        :func:`~chronoflow.flows.device.default_max_pairs`), on ``device`` (``"cpu"``, ``"cuda"``,
+        ``"auto"``: see :func:`~chronoflow.flows.device.resolve_device`); the result is a numpy
+        array either way.
 
         Parameters
         ----------
@@ -477,7 +501,12 @@ class RotationModel(nn.Module):
         -------
         numpy.ndarray, shape ``[stars, ages]``, float64
         """
-        y, star, ages = self._grid_inputs(log_prot, bprp0, log10_e_bprp0, log10_age_myr)
+        from .device import default_max_pairs, resolve_device
+
+        dev = resolve_device(device)
+        model = self.on_device(dev)
+        max_pairs = default_max_pairs(dev) if max_pairs is None else int(max_pairs)
+        y, star, ages = (t.to(dev) for t in self._grid_inputs(log_prot, bprp0, log10_e_bprp0, log10_age_myr))
         per_star = ages.ndim == 2
         if per_star and ages.shape[0] != len(y):
             raise ValueError(f"per-star ages need one row per star: {ages.shape[0]} rows for {len(y)} stars")
@@ -488,7 +517,7 @@ class RotationModel(nn.Module):
             for i in range(0, len(y), step):
                 rows = slice(i, i + step)
                 chunk_ages = ages[rows] if per_star else ages[None, :]
-                out[rows] = self._grid_chunk(y[rows], star[rows], chunk_ages).double().numpy()
+                out[rows] = model._grid_chunk(y[rows], star[rows], chunk_ages).double().cpu().numpy()
         return out
 
     def _grid_inputs(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr):
