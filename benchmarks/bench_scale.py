@@ -7,7 +7,9 @@
    Parquet in row groups of ``--chunk-rows``.
 2. Ages it (a) in memory (read whole, one ``star_ages`` call, write), (b) streaming
    (``age_stars_file``, ``--chunk-rows`` at a time) with ``--threads`` torch threads, and (c) on a
-   local Dask cluster of ``--workers`` processes x 1 thread (``age_stars_file_dask``). Each runs in
+   local Dask cluster of ``--workers`` processes x 1 thread (``age_stars_file_dask`` on
+   ``local_cluster``), and (d) the same on ``distributed.LocalCluster`` with Dask's default worker
+   environment (``MALLOC_TRIM_THRESHOLD_=65536``). Each runs in
    a fresh Python process, so its peak memory (max RSS) is its own; for Dask the peaks of the
    client and of every worker are reported.
 3. Compares the three outputs (largest difference in dex, flags), prints stars/s, ratios and peak memory, and projects
@@ -57,10 +59,13 @@ def run_mode(mode: str, src: Path, dst: Path, chunk_rows: int, threads: int, wor
         return {"seconds": rep.seconds, "rows": rep.n_rows, "peak_mb": _maxrss_mb()}
     import distributed
 
-    from chronoflow.scale.dask_backend import age_stars_file_dask
+    from chronoflow.scale.dask_backend import age_stars_file_dask, local_cluster
 
     t0 = time.perf_counter()
-    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    if mode == "dask-default":  # Dask's own worker environment (MALLOC_TRIM_THRESHOLD_=65536)
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    else:
+        cluster = local_cluster(workers, 1)  # what age_stars_file_dask starts by itself
     client = distributed.Client(cluster)
     startup = time.perf_counter() - t0
     rep = age_stars_file_dask(src, dst, client=client, progress=False)
@@ -81,7 +86,8 @@ def main() -> None:
     p.add_argument("--project-workers", type=int, default=100)
     p.add_argument("--project-stars", type=float, default=1e8)
     p.add_argument("--work-dir", type=Path, default=None, help="where the input and outputs go (default: a temp dir)")
-    p.add_argument("--modes", default="memory,streaming,dask")
+    p.add_argument("--modes", default="memory,streaming,dask,dask-default",
+                   help="dask: chronoflow's local cluster (local_cluster); dask-default: distributed.LocalCluster as it comes")
     p.add_argument("--run-mode", help=argparse.SUPPRESS)
     p.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--dst", type=Path, help=argparse.SUPPRESS)
@@ -121,8 +127,8 @@ def main() -> None:
         results[mode] = json.loads(res.stdout.strip().splitlines()[-1]) | {"output": dst}
         r = results[mode]
         extra = (f"; {r['partitions']} partitions; cluster start {r['startup_s']:.1f} s (not timed); worker peaks "
-                 f"{', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} MB") if mode == "dask" else ""  # fmt: skip
-        print(f"{mode:>9}: {r['rows']} stars in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:.0f} stars/s; "
+                 f"{', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} MB") if mode.startswith("dask") else ""  # fmt: skip
+        print(f"{mode:>12}: {r['rows']} stars in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:.0f} stars/s; "
               f"peak memory {r['peak_mb']:.0f} MB{extra}", flush=True)  # fmt: skip
 
     ages = ["log10_age_p16", "log10_age_median", "log10_age_p84", "log10_age_map"]
@@ -131,7 +137,7 @@ def main() -> None:
     for m, t in tables.items():
         diff = np.abs(t[ages].to_numpy() - tables[first][ages].to_numpy())
         same_nan = np.array_equal(np.isnan(diff), np.isnan(tables[first][ages].to_numpy()))
-        print(f"{m:>9} vs {first}: max |difference| {np.nanmax(diff, initial=0.0):.1e} dex, rows differing "
+        print(f"{m:>12} vs {first}: max |difference| {np.nanmax(diff, initial=0.0):.1e} dex, rows differing "
               f"{int((diff > 0).any(axis=1).sum())}, same missing ages {same_nan}, same flags "
               f"{t['flag'].tolist() == tables[first]['flag'].tolist()}")  # fmt: skip
 

@@ -164,7 +164,9 @@ def distributed():
 @pytest.fixture(scope="module")
 def dask_client(distributed):
     """A local cluster of two worker processes (one thread each), as in the benchmark."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    from chronoflow.scale.dask_backend import local_cluster
+
+    cluster = local_cluster(2, 1)
     client = distributed.Client(cluster)
     yield client
     client.close()
@@ -186,6 +188,17 @@ def test_dask_file_equals_in_memory_and_loads_the_model_once_per_worker(survey_c
 
     loads = dask_client.run(model_loads)
     assert sorted(loads.values()) == [1, 1], loads  # every worker loaded the model exactly once
+
+
+def test_dask_splits_a_file_of_few_partitions_among_the_workers(survey_csv, in_memory, dask_client, tmp_path):
+    # One CSV block is one partition: without the split, one of the two workers would do all
+    # the work. It is cut into PARTS_PER_THREAD partitions per worker thread, in row order.
+    from chronoflow.scale.dask_backend import PARTS_PER_THREAD, age_stars_file_dask
+
+    report = age_stars_file_dask(survey_csv, tmp_path / "ages.parquet", blocksize="64MB", client=dask_client, progress=False)
+    assert report.n_chunks == PARTS_PER_THREAD * 2
+    assert len(list((tmp_path / "ages.parquet").glob("part.*.parquet"))) == PARTS_PER_THREAD * 2
+    _same_answer(pd.read_parquet(tmp_path / "ages.parquet"), in_memory)
 
 
 def test_dask_dataframe_in_and_out(survey_csv, in_memory, dask_client, dask_dataframe):
