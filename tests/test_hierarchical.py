@@ -102,6 +102,8 @@ def test_full_agrees_with_fast_on_a_real_cluster(model, catalogue):
                             progressbar=False)  # fmt: skip
     fast = full.fast.summary
     assert abs(full.to_dict()["log10_age_myr"]["median"] - fast["median"]) <= fast["p84"] - fast["p16"]
+    # nutpie is a dependency, so this is its path (the package default)
+    assert full.settings["sampler"] == "nutpie"
 
 
 @pytest.mark.slow
