@@ -100,7 +100,7 @@ def train_command(
         None, "--catalogue", help="Training catalogue. Default: $CHRONOFLOW_CATALOGUE or the published catalogue."
     ),
     seed: int = typer.Option(0, help="Seed of member 0 (member k: seed + k): initialisation, batch order, the validation split."),
-    members: int = typer.Option(5, help="Ensemble members (1: a single flow)."),
+    members: Optional[int] = typer.Option(None, help="Ensemble members (default: as many as the shipped ensemble; 1: a single flow)."),
     bootstrap: str = typer.Option("stars", help="Resampling of each member: 'stars', 'clusters' or 'none'."),
     age_noise: Optional[float] = typer.Option(None, help="Noise on the log10 age labels [dex] (default: the TrainConfig default)."),
     weight_decay: Optional[float] = typer.Option(None, help="Adam weight decay (default: the TrainConfig default)."),
@@ -119,9 +119,11 @@ def train_command(
 
     from .data.catalogue import load_catalogue
     from .flows.artifact import save_model
-    from .flows.ensemble import train_ensemble
+    from .flows.ensemble import DEFAULT_MEMBERS, train_ensemble
     from .flows.training import TrainConfig
 
+    if members is None:
+        members = DEFAULT_MEMBERS
     if out_file.exists() and not overwrite:
         raise ChronoflowError(f"{out_file} exists; pass --overwrite to replace it")
     config = TrainConfig(seed=seed, membership_weighted=membership_weighted, refit_all=refit_all, threads=threads)

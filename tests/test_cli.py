@@ -128,3 +128,25 @@ def test_validate_budgets_rewrites_the_report_from_an_earlier_table(tmp_path):
         assert f"| {name} |" in text
     assert (tmp_path / "b.png").stat().st_size > 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b.csv"), table, check_exact=False, rtol=1e-12)
+
+
+def test_train_defaults_to_the_package_ensemble_size(tmp_path, catalogue_path, monkeypatch):
+    # The CLI's default number of members is the library's (one constant), not a copy of it.
+    from typer.testing import CliRunner
+
+    import chronoflow.flows.ensemble as ensemble
+    from chronoflow.cli import app
+    from chronoflow.errors import ChronoflowError
+
+    seen = []
+
+    def fake_train(catalogue, n, **kwargs):
+        seen.append(n)
+        raise ChronoflowError("stopped before training")
+
+    monkeypatch.setattr(ensemble, "train_ensemble", fake_train)
+    runner = CliRunner()
+    args = ["train", "--out", str(tmp_path / "m.pt"), "--catalogue", str(catalogue_path)]
+    runner.invoke(app, args)
+    runner.invoke(app, [*args, "--members", "2"])
+    assert seen == [ensemble.DEFAULT_MEMBERS, 2]
