@@ -46,12 +46,15 @@ def test_astropy_quantities(model):
         ({"ages": -5.0}, "ages must be finite and > 0 Myr"),
         ({"ages": 13000.0}, "outside the model's calibrated range .* allow_extrapolation=True"),
         ({"n": 0}, "n must be >= 1"),
+        ({"colours": [1.0, np.nan, 1.2, np.nan]}, r"colours\[1\] = nan \(2 such value\(s\)\); allowed: finite"),
+        ({"colour_err": [0.02, 0.0]}, r"colour_err\[1\] = 0.0 \(1 such value\(s\)\); allowed: finite and > 0 mag"),
     ],
 )
 def test_bad_arguments(model, kwargs, pattern):
-    args = {"ages": 100.0, "colours": 1.0, "n": 1} | kwargs
+    # A bad value is named by its position and value, with what is allowed (one line).
+    args = {"ages": 100.0, "colours": 1.0, "colour_err": 0.02, "n": 1} | kwargs
     with pytest.raises(DomainError, match=pattern):
-        sample_periods(args.pop("ages"), args.pop("colours"), n=args.pop("n"), model=model)
+        sample_periods(args.pop("ages"), args.pop("colours"), args.pop("colour_err"), n=args.pop("n"), model=model)
 
 
 def test_extrapolation_on_request(model):

@@ -88,8 +88,11 @@ def sample_periods(
                                         _to_value(colour_err, "mag", "colour_err"))
     age, col, err = age.ravel(), col.ravel(), err.ravel()
     _check_ages(age, model, allow_extrapolation)
-    if np.any(~np.isfinite(col)) or np.any(~(err > 0)):
-        raise DomainError("colours must be finite and colour errors > 0 mag")
+    for name, values, ok, allowed in (("colours", col, np.isfinite(col), "finite (BP-RP)0 [mag]"),
+                                      ("colour_err", err, np.isfinite(err) & (err > 0), "finite and > 0 mag")):
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            raise DomainError(f"{name}[{bad[0]}] = {values[bad[0]]} ({bad.size} such value(s)); allowed: {allowed}")
     log_p = model.sample(make_context(age, col, err), int(n), seed=seed, check_domain=not allow_extrapolation)
     k = len(age)
     out = pd.DataFrame(
