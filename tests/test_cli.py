@@ -150,3 +150,14 @@ def test_train_defaults_to_the_package_ensemble_size(tmp_path, catalogue_path, m
     runner.invoke(app, args)
     runner.invoke(app, [*args, "--members", "2"])
     assert seen == [ensemble.DEFAULT_MEMBERS, 2]
+
+
+def test_validate_coverage_writes_both_single_star_priors(tmp_path):
+    out = tmp_path / "coverage.md"
+    res = _run("validate", "coverage", "--n-clusters", "3", "--n-stars", "20", "--n-single", "50", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "sample" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| clusters (20 rows, field 0.1, outliers 0.05)",
+                                                 "| single stars, prior log-flat on the truth range",
+                                                 "| single stars, default prior (log-flat on the whole grid)"]  # fmt: skip
+    assert [int(r.split(" | ")[1]) for r in rows] == [3, 50, 50]
