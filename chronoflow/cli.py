@@ -245,15 +245,17 @@ def age_cluster_command(
     chains: int = typer.Option(4, help="\\[full] chains."),
     seed: int = typer.Option(0, help="\\[full] sampler seed."),
     idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
-    device: str = typer.Option("auto", help="\\[fast] where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
+    device: str = typer.Option("auto", help="Where the flow runs (with --method full: for the per-star tables; NUTS samples on the CPU): 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
     from .flows.artifact import load_model
+    from .flows.device import resolve_device
     from .inference.ages import cluster_age
 
     if method not in ("fast", "full"):
         raise ChronoflowError(f"unknown method {method!r}; allowed: 'fast', 'full'")
-    _refuse_unused(ctx, method, {"fast": ("draws", "tune", "chains", "seed", "idata_out"), "full": ("plot", "f_out", "prior", "device")})
+    _refuse_unused(ctx, method, {"fast": ("draws", "tune", "chains", "seed", "idata_out"), "full": ("plot", "f_out", "prior")})
+    resolve_device(device)  # a bad device is refused before the model, the table or PyMC is loaded
     flow = load_model(model)
     df = _read_user_table(file)
     member_col = None if membership.lower() == "none" else membership
@@ -262,7 +264,7 @@ def age_cluster_command(
 
         res = full_cluster_age(df, cluster, by=by, model=flow, membership=member_col, cuts=not no_cuts,
                                include_out_of_domain=include_out_of_domain,
-                               draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json)  # fmt: skip
+                               draws=draws, tune=tune, chains=chains, seed=seed, progressbar=not as_json, device=device)  # fmt: skip
         if idata_out is not None:
             res.idata.to_netcdf(str(idata_out))
         if as_json:

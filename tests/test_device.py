@@ -83,9 +83,32 @@ def test_cli_refuses_a_bad_device_in_one_line(tmp_path):
                           "--scheduler", "memory", "--device", "tpu"], capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == "error: unknown device 'tpu'; allowed: 'auto', 'cpu', 'cuda' or 'cuda:N'"
-    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-cluster", str(path), "--method", "full", "--device", "cpu"],
+    # the hierarchical method builds its per-star tables on the device, so it checks it too
+    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-cluster", str(path), "--method", "full", "--device", "tpu"],
                          capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and "--device is not used by --method full" in res.stderr
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == "error: unknown device 'tpu'; allowed: 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def test_hierarchical_tables_are_built_on_the_given_device(monkeypatch):
+    from chronoflow.inference.hierarchical import build_cluster_model
+
+    model = load_model()
+    seen = []
+    real = type(model).log_prob_grid
+
+    def recording(self, *args, device="cpu", **kwargs):
+        seen.append(resolve_device(device))
+        return real(self, *args, device=device, **kwargs)
+
+    monkeypatch.setattr(type(model), "log_prob_grid", recording)
+    stars = _stars()
+    build_cluster_model(stars, model, center=np.log10(500.0), membership=None, device="cpu")
+    assert seen == [torch.device("cpu")]  # one batched table for the whole cluster, on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DomainError, match="sees no CUDA GPU"):
+        build_cluster_model(stars, model, center=np.log10(500.0), membership=None, device="cuda")
+    assert len(seen) == 1  # refused before any flow evaluation
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
@@ -97,3 +120,14 @@ def test_gpu_ages_equal_cpu_ages(catalogue):
     a, b = cf.cluster_age(catalogue, "Praesepe", device="cuda"), cf.cluster_age(catalogue, "Praesepe", device="cpu")
     for key in ("p16", "median", "p84"):
         assert abs(a.summary[key] - b.summary[key]) < 1e-4
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_tables_equal_cpu_tables():
+    from chronoflow.flows.flow_ops import StarTables
+
+    model, stars = load_model(), _stars(200)
+    args = (np.log10(stars["Prot"].to_numpy()), stars["BPRP_0"].to_numpy(), np.log10(stars["e_BPRP_0"].to_numpy()),
+            np.arange(2.0, 3.0, 0.01), np.linspace(-0.08, 0.08, 17))  # fmt: skip
+    gpu, cpu = StarTables(model, *args, device="cuda"), StarTables(model, *args, device="cpu")
+    np.testing.assert_allclose(gpu.table, cpu.table, rtol=0, atol=1e-3)  # nats; float32 rounding differs between devices

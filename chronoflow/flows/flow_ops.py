@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import pytensor.tensor as pt
@@ -108,15 +109,18 @@ class StarTables:
         Uniform grid of log10 age [log10 Myr].
     offsets
         Uniform grid of colour offsets [mag] (E(BP-RP) errors); one value (0) disables them.
+    device
+        Where the flow evaluates the tables (:func:`~chronoflow.flows.device.resolve_device`);
+        the tables themselves are numpy arrays either way.
     """
 
-    def __init__(self, model: RotationModel, log_prot, colour, log10_err, log_age_grid, offsets=(0.0,)):
+    def __init__(self, model: RotationModel, log_prot, colour, log10_err, log_age_grid, offsets=(0.0,), device: Any = "cpu"):
         self.ages = np.asarray(log_age_grid, dtype=float)
         self.offsets = np.atleast_1d(np.asarray(offsets, dtype=float))
         n, d = len(log_prot), len(self.offsets)
         # One batched evaluation: each (star, offset) pair is a pseudo-star on the shared age grid.
         lp = model.log_prob_grid(np.repeat(log_prot, d), (np.asarray(colour)[:, None] - self.offsets[None, :]).ravel(),
-                                 np.repeat(log10_err, d), self.ages)  # fmt: skip
+                                 np.repeat(log10_err, d), self.ages, device=device)  # fmt: skip
         self.table = lp.reshape(n, d, len(self.ages)).transpose(0, 2, 1).copy()  # [stars, ages, offsets]
         # Cubic B-spline coefficients: the interpolant passes through the table values and is
         # C2, so the log density NUTS integrates has continuous curvature (a C1 Catmull-Rom

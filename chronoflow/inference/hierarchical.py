@@ -45,6 +45,7 @@ import pandas as pd
 from ..data.tables import like_input, to_frame
 from ..errors import DomainError
 from ..flows.artifact import resolve_model
+from ..flows.device import Device, resolve_device
 from ..flows.flow import RotationModel
 from .ages import cluster_age
 from .likelihood import (
@@ -171,6 +172,7 @@ def build_cluster_model(
     likelihood: str = "table",
     f_out_fixed: float | None = None,
     model_choice: bool = False,
+    device: Device = "auto",
 ):
     """Build the PyMC model for the used stars of one cluster (see the module docstring).
 
@@ -204,6 +206,11 @@ def build_cluster_model(
         Gauss-Hermite nodes over each star's age offset (1 when the spread is fixed at 0).
     likelihood
         ``"table"`` (default) or ``"exact"``.
+    device
+        Where the flow evaluates the per-star tables of the ``"table"`` likelihood: ``"auto"``
+        (default: a CUDA GPU when torch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:N"`` (:func:`~chronoflow.flows.device.resolve_device`). Sampling runs on the CPU
+        either way, and so does the ``"exact"`` likelihood (one flow call per gradient).
 
     Returns
     -------
@@ -220,6 +227,7 @@ def build_cluster_model(
         raise DomainError("spread_prior_dex and reddening_prior_mag must be >= 0")
     if f_out_fixed is not None and not 0 <= f_out_fixed < 1:
         raise DomainError(f"f_out_fixed must be in [0, 1), got {f_out_fixed}")
+    device = resolve_device(device)
     inputs = StarInputs.from_frame(stars, flow)
     log_prot, colour, log_err = inputs.log_prot, inputs.colour, inputs.log_err
     # The membership rule of the fast path; a zero probability is floored at the smallest float
@@ -247,7 +255,7 @@ def build_cluster_model(
                 reach = 4 * math.sqrt(2.0) * spread_prior_dex + 0.05
                 grid = np.arange(lo_mu - reach, hi_mu + reach + 1e-9, TABLE_AGE_STEP_DEX)
                 offsets = (np.linspace(-4, 4, TABLE_OFFSETS) * reddening_prior_mag) if reddening_prior_mag > 0 else (0.0,)
-                tables[id(density)] = StarTables(density, log_prot, colour, log_err, grid, offsets)
+                tables[id(density)] = StarTables(density, log_prot, colour, log_err, grid, offsets, device=device)
             nodes = tabulated_logp(tables[id(density)], ages, delta)
         else:
             ctx = pt.stack([ages.ravel(), pt.repeat(pt.constant(colour), n_quad) - delta,
@@ -351,6 +359,7 @@ def full_cluster_age(
     ruwe_max: float | None = 1.4,
     include_out_of_domain: bool = False,
     log_likelihood: bool = True,
+    device: Device = "auto",
 ) -> FullClusterAge:
     """Full hierarchical cluster age: age spread, reddening offset and outlier fraction sampled
     with NUTS (see the module docstring).
@@ -374,6 +383,9 @@ def full_cluster_age(
         Add the pointwise log-likelihood of every star (group ``log_likelihood``, variable
         ``log10_prot``) to the InferenceData, for ``az.loo`` / ``az.compare`` (not with
         ``model_choice``, whose likelihood is not a product over stars).
+    device
+        Where the flow runs for the fast age and the per-star tables (see
+        :func:`build_cluster_model`); NUTS samples on the CPU.
 
     Returns
     -------
@@ -385,12 +397,12 @@ def full_cluster_age(
     df, origin = to_frame(df, what="df")
     flow = resolve_model(model)
     fast = cluster_age(df, cluster, by=by, model=flow, membership=membership, background=background, cuts=cuts,
-                       ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain)  # fmt: skip
+                       ruwe_max=ruwe_max, include_out_of_domain=include_out_of_domain, device=device)  # fmt: skip
     used = fast.stars[fast.stars["used"]]
     pm_model = build_cluster_model(
         used, flow, center=fast.summary["median"], membership=membership, spread_prior_dex=spread_prior_dex,
         reddening_prior_mag=reddening_prior_mag, background=background,
-        n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed, model_choice=model_choice,
+        n_quad=n_quad, likelihood=likelihood, f_out_fixed=f_out_fixed, model_choice=model_choice, device=device,
     )  # fmt: skip
     sampler = default_sampler() if sampler is None else sampler
     idata = sample_cluster_model(pm_model, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
