@@ -32,17 +32,28 @@ from ..inference.model_error import (
     error_budget,
 )
 
-__all__ = ["calibrate_loo", "describe_recipe", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
+__all__ = ["calibrate_loo", "describe_recipe", "fold_model", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
 
 
-def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig, list[int], str, list[int]]) -> list[dict[str, Any]]:
+def fold_model(catalogue: pd.DataFrame, name: str, flow_config: FlowConfig, config: TrainConfig, epochs: list[int],
+               bootstrap: str = "stars") -> FlowEnsemble:  # fmt: skip
+    """The recipe retrained without cluster ``name``: one member per entry of ``epochs`` (fixed
+    epoch counts, seeds ``config.seed + k``), in ``config.threads`` threads, no progress bar.
+
+    The fold of :func:`leave_one_out`; the validation scripts in ``docs/validation/`` use it to
+    age a held-out cluster in other ways (by subgroup, star by star)."""
     import torch
 
-    catalogue, name, flow_config, config, epochs, bootstrap, subsets = args
     torch.set_num_threads(config.threads)
     rest = catalogue[catalogue["cluster"] != name]
     model = train_ensemble(rest, len(epochs), flow_config, config, bootstrap=bootstrap, progress=False, baseline=False,
                            member_epochs=epochs).model  # fmt: skip
+    return FlowEnsemble(list(model.members))
+
+
+def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig, list[int], str, list[int]]) -> list[dict[str, Any]]:
+    catalogue, name, flow_config, config, epochs, bootstrap, subsets = args
+    model = fold_model(catalogue, name, flow_config, config, epochs, bootstrap)
     return [_age_row(catalogue, name, FlowEnsemble(list(model.members)[:k])) for k in subsets]
 
 

@@ -43,17 +43,12 @@ def _coverage(stars: pd.DataFrame, model) -> dict:
 
 
 def _fold(args):
-    import torch
-
+    from chronoflow.analysis.validation import fold_model
     from chronoflow.data.catalogue import REVISED_CLUSTERS, training_sample
-    from chronoflow.flows.ensemble import train_ensemble
     from chronoflow.flows.flow import FlowConfig
 
     catalogue, name, card, config, epochs, bootstrap, shipped = args
-    torch.set_num_threads(1)
-    rest = catalogue[catalogue["cluster"] != name]
-    model = train_ensemble(rest, len(epochs), FlowConfig(**card["architecture"]), config, bootstrap=bootstrap, progress=False,
-                           baseline=False, member_epochs=epochs).model  # fmt: skip
+    model = fold_model(catalogue, name, FlowConfig(**card["architecture"]), config, epochs, bootstrap)
     stars = training_sample(catalogue[catalogue["cluster"] == name])[0]
     out = {"cluster": name, "fiducial_age_myr": float(stars["fiducial_age_Myr"].median()), "n_stars": len(stars),
            "revised_in_paper": name in REVISED_CLUSTERS}  # fmt: skip

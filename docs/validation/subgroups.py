@@ -27,18 +27,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def _fold(args):
-    import torch
-
-    from chronoflow.flows.ensemble import FlowEnsemble, train_ensemble
+    from chronoflow.analysis.validation import fold_model
     from chronoflow.flows.flow import FlowConfig
     from chronoflow.inference.ages import cluster_age
 
     catalogue, name, card, config, epochs, bootstrap = args
-    torch.set_num_threads(1)
-    rest = catalogue[catalogue["cluster"] != name]
-    model = train_ensemble(rest, len(epochs), FlowConfig(**card["architecture"]), config, bootstrap=bootstrap, progress=False,
-                           baseline=False, member_epochs=epochs).model  # fmt: skip
-    model = FlowEnsemble(list(model.members))
+    model = fold_model(catalogue, name, FlowConfig(**card["architecture"]), config, epochs, bootstrap)
     held = catalogue[catalogue["cluster"] == name]
     rows = []
     whole = cluster_age(held, name, model=model)
