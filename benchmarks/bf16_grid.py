@@ -51,7 +51,9 @@ def _grid_chunk_bf16(self, y, star, ages):
                 if isinstance(layer, nn.ReLU):
                     hidden = hidden.relu_()
                     continue
-                w = cache.setdefault((i, j), layer.weight.to(torch.bfloat16))
+                if (i, j) not in cache:  # the weights are rounded to bfloat16 once, not per chunk
+                    cache[(i, j)] = layer.weight.to(torch.bfloat16)
+                w = cache[(i, j)]
                 hidden = torch.mm(w, hidden.to(torch.bfloat16)).to(dt).add_(layer.bias[:, None])
             yield hidden
 

@@ -38,7 +38,8 @@ COLS = ["log10_age_p16", "log10_age_median", "log10_age_p84"]
 
 def synthetic_points(ensemble, rows, n_stars: int, n_ages: int, rng: np.random.Generator):
     """Synthetic stars and the ensemble's log density at random ages: (log_prot [S], ctx [S, G, 3], target [S, G])."""
-    lo, hi = age_grid()[0], age_grid()[-1]
+    grid = age_grid()
+    lo, hi = grid[0], grid[-1]
     pick = rng.integers(len(rows), size=n_stars)
     colour, err = rows["BPRP_0"].to_numpy(float)[pick], rows["e_BPRP_0"].to_numpy(float)[pick]
     true_age = rng.uniform(lo, hi, n_stars)

@@ -133,6 +133,9 @@ def test_intervals_cover_synthetic_truth(model):
         # The default prior spans the whole grid, wider than the truths: conservative, never
         # below the nominal range.
         assert wide[f"coverage_{level}"] >= lo, level
+    # and not so wide as to say nothing (the bounds this test held before the matched prior)
+    assert 0.85 <= wide["coverage_95"] <= 1.0
+    assert 0.55 <= wide["coverage_68"] <= 0.85
 
     # The wrong model: periods drawn WRONG_DEX older than the ages the model then infers.
     wrong = copy.deepcopy(model)

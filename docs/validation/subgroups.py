@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 def _fold(args):
     from chronoflow.analysis.validation import fold_model
+    from chronoflow.errors import ChronoflowError
     from chronoflow.flows.flow import FlowConfig
     from chronoflow.inference.ages import cluster_age
 
@@ -43,7 +44,7 @@ def _fold(args):
         part = held[held["subgroup"] == group]
         try:
             res = cluster_age(part, group, by="subgroup", model=model)
-        except Exception as exc:  # a subgroup with too few usable stars: say so in the table
+        except ChronoflowError as exc:  # a subgroup with too few usable stars: say so in the table
             rows.append({"cluster": name, "group": group, "n_used": 0, "note": str(exc).splitlines()[0]})
             continue
         rows.append({"cluster": name, "group": group, "n_used": res.n_used,
