@@ -27,6 +27,7 @@ _EXPORTS = {
     "flows.flow": ["FlowConfig", "make_context"],
     "analysis.forward": ["sample_periods", "spin_down_tracks", "synthetic_cluster"],
     "inference.hierarchical": ["FullClusterAge", "full_cluster_age"],
+    "inference.single_star": ["StarAge", "star_age"],
     "inference.likelihood": ["StarInputs", "star_flags"],
     "analysis.systematics": ["systematics_sweep"],
     "flows.training": ["TrainConfig", "train"],
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .inference.ages import ClusterAge, cluster_age, cluster_ages, star_ages
     from .inference.hierarchical import FullClusterAge, full_cluster_age
     from .inference.likelihood import StarInputs, star_flags
+    from .inference.single_star import StarAge, star_age
 
 
 def __getattr__(name: str) -> Any:

@@ -332,6 +332,37 @@ def age_stars_command(
     out.print(f"aged {n_rows} stars ({n_flag} flagged) -> {escape(str(out_file))}")
 
 
+@app.command("age-star")
+def age_star_command(
+    prot: float = typer.Option(..., "--prot", help="Rotation period \\[d]."),
+    bprp0: float = typer.Option(..., "--bprp0", help="De-reddened colour (BP-RP)0 \\[mag]."),
+    e_bprp0: float = typer.Option(0.027, "--e-bprp0", help="Error of (BP-RP)0 \\[mag] (default: the catalogue's median colour error)."),
+    e_prot: Optional[float] = typer.Option(None, "--e-prot", help="Error of the period \\[d]; the likelihood is convolved with it."),
+    ruwe: Optional[float] = typer.Option(None, "--ruwe", help="Gaia RUWE of the star (for the binarity flag)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the posterior + period-colour figure here."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
+    device: str = typer.Option("auto", help="Where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
+) -> None:
+    """Age one star: median, 68 % and 95 % intervals (with the model error) and the flow posterior's own 68 %."""
+    from .flows.artifact import load_model
+    from .flows.device import resolve_device
+    from .inference.single_star import star_age
+
+    if plot is not None and not plot.parent.is_dir():  # before any work: the age is not computed for nothing
+        raise ChronoflowError(f"--plot {plot}: folder {plot.parent} does not exist")
+    resolve_device(device)  # a bad device is refused before the model is loaded
+    res = star_age(prot, bprp0, e_bprp0, e_prot=e_prot, ruwe=ruwe, model=load_model(model), device=device)
+    if as_json:  # printed before the figure is drawn: a plotting failure does not lose the age
+        print(res.to_json(), flush=True)
+    else:
+        out.print(res.to_text(), markup=False, highlight=False, soft_wrap=True)
+    if plot is not None:
+        res.plot(plot)
+        if not as_json:
+            out.print(f"  figure: {plot}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("synthetic-stars")
 def synthetic_stars_command(
     n: int = typer.Option(..., "--n", help="Number of stars."),

@@ -9,10 +9,13 @@ import numpy as np
 
 from .analysis.forward import density_map
 from .data.tables import to_frame
+from .errors import ChronoflowError
+from .flows.artifact import resolve_model
 from .flows.flow import RotationModel
 from .inference.ages import ClusterAge
+from .inference.single_star import StarAge
 
-__all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_tracks"]
+__all__ = ["plot_budget", "plot_cluster_age", "plot_density_panels", "plot_ppc", "plot_star_age", "plot_tracks"]
 
 
 def _finish(fig, path):
@@ -30,6 +33,18 @@ def _pyplot(path):
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _draw_model_density(ax, model: RotationModel, age_myr: float, e_bprp0: float, *, n_colour: int = 160,
+                        n_period: int = 200, check_domain: bool = True) -> None:
+    """Draw the model's density p(log10 Prot | age, colour) at ``age_myr`` [Myr] on the period-colour
+    plane of ``ax`` (grey scale over the model's colour domain, periods 0.03-160 d on a log axis)."""
+    c_lo, c_hi = model.domain.bprp0
+    colour_grid = np.linspace(c_lo, c_hi, n_colour)
+    period_grid = np.linspace(-1.5, 2.2, n_period)
+    dens = density_map(model, age_myr, colour_grid, period_grid, e_bprp0=e_bprp0, check_domain=check_domain)
+    ax.pcolormesh(colour_grid, 10**period_grid, dens, cmap="Greys", shading="auto", vmax=np.quantile(dens, 0.995))
+    ax.set_yscale("log")
 
 
 def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.PathLike | None = None):
@@ -87,24 +102,95 @@ def plot_cluster_age(result: ClusterAge, model: RotationModel, path: str | os.Pa
 
     colour = stars["BPRP_0"].to_numpy(float)
     log_prot = np.log10(stars["Prot"].to_numpy(float).clip(1e-3))
-    c_lo, c_hi = model.domain.bprp0
-    colour_grid = np.linspace(c_lo, c_hi, 160)
-    period_grid = np.linspace(-1.5, 2.2, 200)
     err = float(np.nanmedian(stars["e_BPRP_0"])) if stars["e_BPRP_0"].notna().any() else 0.02
-    dens = density_map(model, 10 ** s["median"], colour_grid, period_grid, e_bprp0=err)
-    ax_cmd.pcolormesh(colour_grid, 10**period_grid, dens, cmap="Greys", shading="auto", vmax=np.quantile(dens, 0.995))
+    _draw_model_density(ax_cmd, model, 10 ** s["median"], err)
     used = stars["used"].to_numpy(bool)
     sc = ax_cmd.scatter(colour[used], 10 ** log_prot[used], c=stars["p_outlier"].to_numpy(float)[used], cmap="plasma",
                         vmin=0, vmax=1, s=10, edgecolor="none")
     ax_cmd.scatter(colour[~used], 10 ** log_prot[~used], marker="x", color="0.6", s=10, lw=0.8,
                    label=f"not used ({int((~used).sum())})")
     fig.colorbar(sc, ax=ax_cmd, label="posterior outlier probability")
-    ax_cmd.set_yscale("log")
     ax_cmd.set_xlabel("(BP-RP)$_0$ [mag]")
     ax_cmd.set_ylabel("rotation period [d]")
     ax_cmd.set_title(f"model density at {10 ** s['median']:.0f} Myr, {result.n_used} stars used")
     if (~used).any():
         ax_cmd.legend(frameon=False, fontsize=8, loc="upper left")
+    return _finish(fig, path)
+
+
+def _myr(age: float) -> str:
+    """An age in Myr for a label: three significant figures, no exponent."""
+    return f"{age:.3g}" if age < 100 else f"{age:.0f}"
+
+
+def plot_star_age(result: StarAge, path: str | os.PathLike | None = None, *, model: RotationModel | str | None = None):
+    """One star's age posterior beside the period-colour diagram at its median age.
+
+    Left: the honest posterior density per dex (with the single-star model-error term) against
+    age [Myr], its 95 % and 68 % intervals shaded, the median, and the flow's posterior alone
+    (dashed) with its 68 % interval hatched. Right: the model's density p(log10 Prot | age,
+    colour) at the median age and the star's colour error, with the star marked (error bars: its
+    colour error and period error).
+
+    Parameters
+    ----------
+    result
+        From :func:`chronoflow.star_age`.
+    path
+        Save the figure there (PNG, PDF, ... by suffix) when given.
+    model
+        The model to draw (default: the one that aged the star, ``result.flow``, else the
+        shipped model).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ChronoflowError
+        The star has no age (its flag says why): there is no posterior to draw.
+    """
+    if not result.has_age:
+        raise ChronoflowError(f"no figure: the star has no age (flag {result.flag or 'none'})")
+    flow = resolve_model(model if model is not None else result.flow)
+    plt = _pyplot(path)
+    s, grid = result.summary, result.grid
+    fig, (ax_post, ax_cmd) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.3]})
+    age = 10**grid
+    ax_post.plot(age, result.posterior, color="k", lw=1.5, label="posterior (with the model error)")
+    for lo, hi, alpha, label in ((s["p2.5"], s["p97.5"], 0.15, "95 %"), (s["p16"], s["p84"], 0.35, "68 %")):
+        inside = (grid >= lo) & (grid <= hi)
+        ax_post.fill_between(age[inside], result.posterior[inside], color="tab:blue", alpha=alpha, lw=0,
+                             label=f"{label}: {_myr(10**lo)} - {_myr(10**hi)} Myr")
+    ax_post.plot(age, result.stat_posterior, color="tab:orange", lw=1.2, ls="--", label="flow posterior alone")
+    inside = (grid >= s["stat_p16"]) & (grid <= s["stat_p84"])
+    ax_post.fill_between(age[inside], result.stat_posterior[inside], facecolor="none", edgecolor="tab:orange", hatch="///",
+                         lw=0, label=f"68 %, flow alone: {_myr(10 ** s['stat_p16'])} - {_myr(10 ** s['stat_p84'])} Myr")
+    ax_post.axvline(10 ** s["median"], color="tab:blue", lw=1.2, label=f"median {_myr(10 ** s['median'])} Myr")
+    peak = max(np.nanmax(result.posterior), np.nanmax(result.stat_posterior))
+    mass = np.fmax(result.posterior, result.stat_posterior) > peak * 1e-4
+    lo, hi = grid[mass].min() - 0.15, grid[mass].max() + 0.15
+    ax_post.set_xscale("log")
+    ax_post.set_xlim(10 ** max(lo, grid[0]), 10 ** min(hi, grid[-1]))
+    ax_post.set_ylim(bottom=0)
+    ax_post.set_xlabel("age [Myr]")
+    ax_post.set_ylabel("posterior density [per dex]")
+    title = f"Prot = {result.prot_d:g} d, (BP-RP)$_0$ = {result.bprp0:.3f} mag: {_myr(10 ** s['median'])} Myr"
+    if result.flag:
+        title += f"\n[{result.flag}]"
+    ax_post.set_title(title, fontsize=10)
+    ax_post.legend(frameon=False, fontsize=7)
+
+    err = max(result.e_bprp0, 10 ** flow.domain.log10_e_bprp0[0])  # the error the star was aged with
+    _draw_model_density(ax_cmd, flow, 10 ** s["median"], err, check_domain=False)  # an age beyond: flagged above
+    ax_cmd.errorbar([result.bprp0], [result.prot_d], xerr=[result.e_bprp0], yerr=[result.e_prot_d or 0.0], fmt="*",
+                    ms=16, color="tab:red", mec="k", mew=0.6, ecolor="tab:red", capsize=2, label="the star")
+    ax_cmd.set_xlim(*flow.domain.bprp0)
+    ax_cmd.set_xlabel("(BP-RP)$_0$ [mag]")
+    ax_cmd.set_ylabel("rotation period [d]")
+    ax_cmd.set_title(f"model density at {_myr(10 ** s['median'])} Myr", fontsize=10)
+    ax_cmd.legend(frameon=False, fontsize=8, loc="upper left")
     return _finish(fig, path)
 
 
@@ -142,11 +228,8 @@ def plot_density_panels(
     nrow = int(np.ceil(len(ages) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.6 * nrow), squeeze=False, sharex=True, sharey=True)
     c_lo, c_hi = model.domain.bprp0
-    colour_grid = np.linspace(c_lo, c_hi, 150)
-    period_grid = np.linspace(-1.5, 2.2, 180)
     for ax, age in zip(axes.ravel(), ages):
-        dens = density_map(model, age, colour_grid, period_grid, e_bprp0=e_bprp0, check_domain=False)
-        ax.pcolormesh(colour_grid, 10**period_grid, dens, cmap="Greys", shading="auto", vmax=np.quantile(dens, 0.995))
+        _draw_model_density(ax, model, age, e_bprp0, n_colour=150, n_period=180, check_domain=False)
         title = f"{age:.0f} Myr"
         if catalogue is not None:
             fid = catalogue.groupby("cluster")["fiducial_age_Myr"].median()
@@ -155,7 +238,6 @@ def plot_density_panels(
             ax.scatter(stars["BPRP_0"], stars["Prot"], s=4, color="tab:orange", alpha=0.7, edgecolor="none")
             title += f"  (stars: {name}, {fid[name]:g} Myr)"
         ax.set_title(title, fontsize=9)
-        ax.set_yscale("log")
         ax.set_xlim(c_lo, c_hi)  # the model's colour domain; a stray star outside it stays off the axes
     for ax in axes.ravel()[len(ages):]:
         ax.set_visible(False)

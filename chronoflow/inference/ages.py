@@ -61,17 +61,23 @@ from .posterior import (
     interpolate_to_grid,
     log_prior,
     normalize,
+    quantiles,
     summarize_posterior,
 )
+from .rotation_flags import binarity_columns, rotation_flags
+from .star_error import StarErrorModel
 
 __all__ = [
     "OUT_OF_DOMAIN_FLAGS",
+    "STAR_AGE_COLUMNS",
     "UNUSABLE_FLAGS",
     "ClusterAge",
     "cluster_age",
     "cluster_ages",
     "model_error_curve",
+    "period_errors",
     "star_ages",
+    "star_error_model",
     "star_flags",
 ]
 
@@ -87,14 +93,87 @@ def model_error_curve(model: RotationModel) -> ModelErrorCurve | None:
     return ModelErrorCurve.from_dict(d["curve"]) if d else None
 
 
-def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes, device):
+#: Gauss-Hermite nodes of the period-error convolution (exact for polynomials of degree 13 in the
+#: period offset; the flow's density varies smoothly on the scale of a period error).
+_GH_NODES = 7
+
+
+def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes, device, sigma_log_prot=None):
     """Unnormalized log posterior of each star on the full grid, ``[stars, ages]``: every grid
-    point (dense), or ``n_nodes`` evenly spaced nodes joined by a cubic spline (adaptive)."""
+    point (dense), or ``n_nodes`` evenly spaced nodes joined by a cubic spline (adaptive).
+
+    With ``sigma_log_prot`` [dex] (> 0 for the stars with a period error), the flow's density is
+    convolved with a normal error in log10 Prot by Gauss-Hermite quadrature: each such star is
+    evaluated at ``_GH_NODES`` periods in the same batched call."""
+    ages = grid if method == "dense" else grid[coarse_indices(len(grid), n_nodes)]
+    if sigma_log_prot is None or not np.any(sigma_log_prot > 0):
+        values = model.log_prob_grid(log_prot, colour, log_err, ages, device=device)
+    else:
+        x, w = np.polynomial.hermite.hermgauss(_GH_NODES)
+        err = np.flatnonzero(sigma_log_prot > 0)
+        shifted = log_prot[err, None] + math.sqrt(2.0) * sigma_log_prot[err, None] * x[None, :]  # [E, K]
+        y = np.concatenate([log_prot, shifted.reshape(-1)])
+        c = np.concatenate([colour, np.repeat(colour[err], _GH_NODES)])
+        e = np.concatenate([log_err, np.repeat(log_err[err], _GH_NODES)])
+        both = model.log_prob_grid(y, c, e, ages, device=device)
+        values = both[: len(log_prot)]
+        quad = both[len(log_prot) :].reshape(len(err), _GH_NODES, len(ages))
+        values[err] = logsumexp(quad + (np.log(w) - 0.5 * math.log(math.pi))[None, :, None], axis=1)
     if method == "dense":
-        return model.log_prob_grid(log_prot, colour, log_err, grid, device=device) + logp
-    nodes = coarse_indices(len(grid), n_nodes)
-    values = model.log_prob_grid(log_prot, colour, log_err, grid[nodes], device=device)
-    return interpolate_to_grid(values, grid[nodes], grid) + logp
+        return values + logp
+    return interpolate_to_grid(values, ages, grid) + logp
+
+
+def period_errors(df: pd.DataFrame, column: str = "e_Prot") -> np.ndarray | None:
+    """The period error of each row as an error in log10 Prot [dex], sigma = e_Prot / (Prot ln 10)
+    (``None`` when the table has no ``column``).
+
+    Raises
+    ------
+    DomainError
+        A period error that is missing, not finite or negative (0 means a period without error).
+    """
+    if column not in df.columns:
+        return None
+    e = pd.to_numeric(df[column], errors="coerce").to_numpy(float)
+    bad = ~(np.isfinite(e) & (e >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DomainError(f"{column}[{df.index[i]!r}] = {df[column].iloc[i]!r} ({int(bad.sum())} such value(s)); "
+                          f"allowed: a finite period error >= 0 d (0: no error)")
+    prot = pd.to_numeric(df["Prot"], errors="coerce").to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = e / (prot * math.log(10.0))
+    return np.where(np.isfinite(sigma) & (prot > 0), sigma, 0.0)
+
+
+#: Quantile levels of the summaries star_ages writes, and their column suffixes.
+_LEVELS = {"p2.5": 0.025, "p16": 0.16, "median": 0.5, "p84": 0.84, "p97.5": 0.975}
+
+#: Columns :func:`star_ages` adds, in order.
+STAR_AGE_COLUMNS = (
+    [f"log10_age_{k}" for k in _LEVELS] + ["log10_age_map"] + [f"age_myr_{k}" for k in _LEVELS]
+    + [f"log10_age_stat_{k}" for k in _LEVELS] + ["flag"]
+)  # fmt: skip
+
+
+def star_error_model(model: RotationModel) -> StarErrorModel | None:
+    """The single-star model-error map recorded in the model's card (``None`` when absent)."""
+    d = (getattr(model, "card", {}) or {}).get("single_star_error")
+    return StarErrorModel.from_dict(d) if d else None
+
+
+def open_interval_ends(summary: dict[str, np.ndarray], grid: np.ndarray, calibrated: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Set the ends of the 68 % and 95 % intervals that reach beyond the calibration ages to the
+    grid's ends (in place) and return the rows whose 68 % interval does (below, above)."""
+    lo, hi = calibrated
+    with np.errstate(invalid="ignore"):
+        below, above = summary["p16"] < lo, summary["p84"] > hi
+        for k in ("p2.5", "p16"):
+            summary[k][summary[k] < lo] = grid[0]
+        for k in ("p84", "p97.5"):
+            summary[k][summary[k] > hi] = grid[-1]
+    return below, above
 
 
 def star_ages(
@@ -108,20 +187,30 @@ def star_ages(
     chunk_stars: int | None = None,
     include_out_of_domain: bool = False,
     return_posteriors: bool = False,
+    model_error: bool = True,
     device: Device = "auto",
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
-    """Age posterior of every star from its rotation period and colour.
+    """Age posterior of every star from its rotation period and colour, with its model error.
+
+    Each star's likelihood on the age grid is the flow's density of its period (convolved with
+    the period's error when the table has ``e_Prot``); by default it is then recalibrated by the
+    single-star model-error term stored on the model card
+    (:mod:`chronoflow.inference.star_error`), which makes the intervals hold the age at their
+    nominal rate out of sample (stars of clusters the flow never saw); the posterior is that
+    likelihood times the prior.
 
     Parameters
     ----------
     df
-        Table with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag] (other columns kept): a
-        pandas DataFrame, or an astropy ``Table``/``QTable`` whose columns with units are
-        converted to these.
+        Table with ``Prot`` [d], ``BPRP_0`` [mag] and ``e_BPRP_0`` [mag] and optionally
+        ``e_Prot`` [d] (the period's 1-sigma error; 0 for none); other columns kept. A pandas
+        DataFrame, or an astropy ``Table``/``QTable`` whose columns with units are converted to
+        these.
     model
         A loaded model, a model file path, or ``None`` for the shipped model.
     grid
-        log10 age grid [log10 Myr]; default :func:`~chronoflow.inference.posterior.age_grid` ().
+        log10 age grid [log10 Myr]; default :func:`~chronoflow.inference.posterior.age_grid` ()
+        (the model-error term was calibrated on it).
     prior
         ``"log-flat"`` (default), ``"flat"`` (in age) or a callable of log10 age.
     method
@@ -141,7 +230,13 @@ def star_ages(
         ages, as :func:`cluster_age` leaves them out.
     return_posteriors
         Also return the posterior densities ``array[rows, ages]`` (per dex; NaN rows for
-        rows without an age).
+        rows without an age): the honest posterior (with the model-error term) unless
+        ``model_error=False``.
+    model_error
+        Apply the single-star model-error term of the model card (default). ``False`` gives the
+        flow's posterior alone in every column (what the tests of the flow's own calibration
+        need). A model without the term is used as it is and its rows are flagged
+        ``model_error_uncalibrated``.
     device
         Where the flow runs: ``"auto"`` (default: a CUDA GPU when torch sees one, else the
         CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:func:`~chronoflow.flows.device.resolve_device`).
@@ -153,21 +248,34 @@ def star_ages(
     pandas.DataFrame or astropy.table.Table
         The kind of table given (an astropy ``Table``/``QTable`` comes back as its class, with
         units; see :mod:`chronoflow.data.tables`): the input rows (same index, same order, none
-        dropped) plus ``log10_age_p16``,
-        ``log10_age_median``, ``log10_age_p84``, ``log10_age_map`` [log10 Myr],
-        ``age_myr_p16``, ``age_myr_median``, ``age_myr_p84`` [Myr] and ``flag`` (see
-        :func:`star_flags`). NaN ages for unusable rows (``missing_value``, ``nonpositive``,
-        ``zero_likelihood``) and, unless ``include_out_of_domain``, rows outside the domain.
-        Where the 16-84 % interval reaches beyond the ages of the calibration clusters
-        (1.57 Myr - 3.87 Gyr for the shipped model), the flow extrapolates: the row is flagged
-        ``age_below_calibration`` / ``age_above_calibration`` and that end of the interval is
-        set to the grid's end (1 Myr / 13.8 Gyr by default), so the interval is an honest limit
-        rather than an extrapolated bound. The median and MAP are the posterior's.
+        dropped) plus, in order, :data:`STAR_AGE_COLUMNS`:
+
+        * ``log10_age_p2.5``, ``log10_age_p16``, ``log10_age_median``, ``log10_age_p84``,
+          ``log10_age_p97.5`` [log10 Myr]: the honest posterior's percentiles (the 68 % and 95 %
+          intervals with the model-error term);
+        * ``log10_age_map`` [log10 Myr]: the mode of the flow's posterior;
+        * ``age_myr_p2.5`` ... ``age_myr_p97.5`` [Myr]: the same percentiles in Myr;
+        * ``log10_age_stat_p2.5`` ... ``log10_age_stat_p97.5`` [log10 Myr]: the flow's posterior
+          alone (statistical only; the honest interval contains it where the term widens);
+        * ``flag`` (see :func:`star_flags`).
+
+        NaN ages for unusable rows (``missing_value``, ``nonpositive``, ``zero_likelihood``)
+        and, unless ``include_out_of_domain``, rows outside the domain. Where an interval reaches
+        beyond the ages of the calibration clusters (1.57 Myr - 3.87 Gyr for the shipped model),
+        the flow extrapolates: that end is set to the grid's end (1 Myr / 13.8 Gyr by default),
+        an honest limit rather than an extrapolated bound, and where the 68 % interval does so
+        the row is flagged ``age_below_calibration`` / ``age_above_calibration``. The medians
+        are the posteriors'.
+
+    Raises
+    ------
+    DomainError
+        A bad argument, or an ``e_Prot`` that is missing, not finite or negative.
 
     Examples
     --------
     >>> ages = star_ages(pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02]}))
-    >>> 2.0 < ages["log10_age_median"].iloc[0] < 3.5
+    >>> bool(ages["log10_age_p16"].iloc[0] < ages["log10_age_median"].iloc[0] < ages["log10_age_p84"].iloc[0])
     True
     """
     df, origin = to_frame(df, what="df")
@@ -183,39 +291,61 @@ def star_ages(
     if int(chunk_stars) != chunk_stars or chunk_stars < 1:
         raise DomainError(f"chunk_stars must be an integer >= 1, got {chunk_stars!r}")
     inputs = StarInputs.from_frame(df, model)
+    sigma_lp = period_errors(df)
     flags = inputs.flags.copy()
     ok = inputs.usable(include_out_of_domain)
     log_prot, col, log_err = inputs.log_prot, inputs.colour, inputs.log_err
     logp = log_prior(grid, prior)
     if not np.isfinite(logp).any():
         raise DomainError("the prior is zero at every age of the grid; give a prior with support on the grid")
-    cols = ["p16", "median", "p84", "map"]
-    summary = {c: np.full(len(df), np.nan) for c in cols}
+    error_map = star_error_model(model) if model_error else None
+    if model_error and error_map is None:
+        add_flag(flags, ok, "model_error_uncalibrated")
+    # What rotation cannot tell (fast rotators, hot, fully convective, weakened braking: on the rows
+    # that get an age, whose trust they qualify; binaries: on every row with RUWE or
+    # non_single_star). Flags only: never a changed age or a dropped row.
+    ruwe, non_single = binarity_columns(df)
+    for name, mask in rotation_flags(log_prot, col, log_err, model, ruwe=ruwe, non_single_star=non_single).items():
+        add_flag(flags, mask if name == "likely_binary" else mask & ok, name)
+    summary = {c: np.full(len(df), np.nan) for c in [*_LEVELS, "map"]}
+    stat = {c: np.full(len(df), np.nan) for c in _LEVELS}
     posteriors = np.full((len(df), len(grid)), np.nan) if return_posteriors else None
+    levels = tuple(_LEVELS.values())
     idx = np.flatnonzero(ok)
     for start in range(0, len(idx), int(chunk_stars)):
         rows = idx[start : start + int(chunk_stars)]
-        log_post = _star_log_posterior(model, log_prot[rows], col[rows], log_err[rows], grid, logp, method, int(n_nodes), device)
-        dens = normalize(log_post, grid)
+        log_like = _star_log_posterior(model, log_prot[rows], col[rows], log_err[rows], grid, 0.0, method, int(n_nodes), device,
+                                       None if sigma_lp is None else sigma_lp[rows])  # fmt: skip
+        dens = normalize(log_like + logp, grid)
         good = np.isfinite(dens).all(axis=1)
         add_flag(flags, rows[~good], "zero_likelihood")
-        for c, v in summarize_posterior(dens, grid).items():
-            summary[c][rows] = np.where(good, v, np.nan)
+        q = quantiles(dens, grid, levels)
+        for j, c in enumerate(_LEVELS):
+            stat[c][rows] = np.where(good, q[:, j], np.nan)
+        summary["map"][rows] = np.where(good, grid[np.argmax(np.nan_to_num(dens, nan=-1.0), axis=1)], np.nan)
+        if error_map is not None:
+            honest = error_map.honest_log_likelihood(normalize(log_like, grid), grid, col[rows])
+            dens = normalize(honest + logp, grid)
+            good &= np.isfinite(dens).all(axis=1)
+            q = quantiles(dens, grid, levels)
+        for j, c in enumerate(_LEVELS):
+            summary[c][rows] = np.where(good, q[:, j], np.nan)
         if posteriors is not None:
             posteriors[rows] = np.where(good[:, None], dens, np.nan)
     # Beyond the calibration clusters' ages the flow extrapolates: an interval reaching there
     # is open on that side (its end set to the grid's end), and flagged.
-    lo, hi = model.domain.log10_age_myr
-    with np.errstate(invalid="ignore"):
-        below, above = summary["p16"] < lo, summary["p84"] > hi
+    below, above = open_interval_ends(summary, grid, model.domain.log10_age_myr)
+    open_interval_ends(stat, grid, model.domain.log10_age_myr)
     add_flag(flags, below, "age_below_calibration")
     add_flag(flags, above, "age_above_calibration")
-    summary["p16"][below], summary["p84"][above] = grid[0], grid[-1]
     out = df.copy()
-    for c in ("p16", "median", "p84", "map"):
+    for c in _LEVELS:
         out[f"log10_age_{c}"] = summary[c]
-    for c in ("p16", "median", "p84"):
+    out["log10_age_map"] = summary["map"]
+    for c in _LEVELS:
         out[f"age_myr_{c}"] = 10 ** summary[c]
+    for c in _LEVELS:
+        out[f"log10_age_stat_{c}"] = stat[c]
     out["flag"] = flags
     out = like_input(out, origin)
     return (out, posteriors) if return_posteriors else out

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..data.catalogue import CSV_READ_OPTIONS
 from ..errors import ChronoflowError
+from ..inference.ages import STAR_AGE_COLUMNS
 from ..inference.likelihood import REQUIRED, require_columns
 from ..inference.posterior import Prior
 from .streaming import (
@@ -41,11 +42,7 @@ from .streaming import (
 __all__ = ["PARTS_PER_THREAD", "age_stars_dask", "age_stars_file_dask", "local_cluster", "read_table_dask"]
 
 #: Columns :func:`~chronoflow.inference.ages.star_ages` adds, with their dtypes.
-AGE_COLUMNS = {
-    **{f"log10_age_{c}": "float64" for c in ("p16", "median", "p84", "map")},
-    **{f"age_myr_{c}": "float64" for c in ("p16", "median", "p84")},
-    "flag": "object",
-}
+AGE_COLUMNS = {c: "object" if c == "flag" else "float64" for c in STAR_AGE_COLUMNS}
 
 
 def _import_dask():

@@ -5,7 +5,8 @@
 For each cluster, the shipped recipe (every member, its early-stopped epochs, seeds 0-4, as
 ``chronoflow validate loo``) is retrained without it, and every star of the cluster that passes
 the training cuts is aged on its own with :func:`chronoflow.star_ages` (defaults: adaptive grid,
-log-flat prior). A star is *covered* when its own calibration age (its subgroup's, for Sco-Cen
+log-flat prior; ``model_error=False``: the flow's posterior alone, which ``star_error.py`` then
+recalibrates with the single-star model-error term). A star is *covered* when its own calibration age (its subgroup's, for Sco-Cen
 and Taurus) lies inside the 16-84 % interval the function returns (open-ended where the row is
 flagged beyond the calibration ages), or inside the central 95 % of its posterior. The same
 stars aged by the shipped model, which saw them, give the in-sample coverage. Writes
@@ -41,10 +42,13 @@ def _coverage(stars: pd.DataFrame, model, keep: list | None = None) -> dict:
     from chronoflow.inference.ages import star_ages
     from chronoflow.inference.posterior import age_grid, quantiles
 
-    table, post = star_ages(stars, model=model, return_posteriors=True)
+    # The flow's posterior alone (model_error=False): this script measures the flow; the
+    # single-star model-error term is fitted and judged on its output by star_error.py.
+    table, post = star_ages(stars, model=model, return_posteriors=True, model_error=False)
     if keep is not None:  # the posteriors of the aged stars, for the tempering study (float32)
         ok = table["log10_age_median"].notna().to_numpy()
-        keep.append((post[ok].astype(np.float32), np.log10(stars["fiducial_age_Myr"].to_numpy(float))[ok]))
+        keep.append((post[ok].astype(np.float32), np.log10(stars["fiducial_age_Myr"].to_numpy(float))[ok],
+                     stars["GaiaDR3_ID"].to_numpy()[ok]))
     truth = np.log10(stars["fiducial_age_Myr"].to_numpy(float))
     aged = table["log10_age_median"].notna().to_numpy()
     q = quantiles(post[aged], age_grid(), (0.025, 0.975))
@@ -70,7 +74,7 @@ def _fold(args):
     keep: list = []
     out.update({f"loo_{k}": v for k, v in _coverage(stars, model, keep).items()})
     out.update({f"shipped_{k}": v for k, v in _coverage(stars, shipped).items()})
-    return out, keep[0]
+    return out, keep[0]  # (posteriors, log10 true ages, Gaia DR3 ids) of the aged stars
 
 
 def _tempered_intervals(post: np.ndarray, temperature: np.ndarray):
@@ -147,7 +151,7 @@ def main() -> None:
     from chronoflow.flows.training import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalogue", type=Path, default=HERE.parents[2].parent / "shared" / "catalogs" / "prot_catalogue.csv")
+    parser.add_argument("--catalogue", type=Path, default=HERE.parents[1].parent / "shared" / "catalogs" / "prot_catalogue.csv")
     parser.add_argument("--clusters", nargs="+", default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--curves", type=Path, default=None, help="save (or, if it exists, reuse) the out-of-sample posteriors here (.npz)")
@@ -159,7 +163,7 @@ def main() -> None:
     catalogue = cf.load_catalogue(args.catalogue)
     names = args.clusters or sorted(catalogue["cluster"].unique())
     tasks = [(catalogue, name, card, config, epochs, bootstrap, shipped) for name in names]
-    curves = {}
+    curves, ids = {}, {}
     if args.curves is not None and args.curves.is_file():  # reuse an earlier run's folds
         saved = np.load(args.curves)
         curves = {c: (saved[f"{c}/post"], saved[f"{c}/truth"]) for c in names}
@@ -169,11 +173,13 @@ def main() -> None:
             rows = []
             for row, curve in pool.map(_fold, tasks):
                 rows.append(row)
-                curves[row["cluster"]] = curve
+                curves[row["cluster"]] = curve[:2]
+                ids[row["cluster"]] = curve[2]
                 print(f"{row['cluster']}: {row['loo_n_aged']} stars, out of sample 68 % {row['loo_coverage_68']:.3f}, "
                       f"in sample {row['shipped_coverage_68']:.3f}", flush=True)
         if args.curves is not None:
-            np.savez_compressed(args.curves, **{f"{c}/{k}": v for c, (p, t) in curves.items() for k, v in (("post", p), ("truth", t))})
+            np.savez_compressed(args.curves, **{f"{c}/{k}": v for c, (p, t) in curves.items()
+                                                for k, v in (("post", p), ("truth", t), ("ids", ids[c]))})
         table = pd.DataFrame(rows).sort_values("fiducial_age_myr").reset_index(drop=True)
     table.to_csv(HERE / "star_loo.csv", index=False)
     kept = table[~table["revised_in_paper"]]

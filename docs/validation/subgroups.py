@@ -96,7 +96,7 @@ def main() -> None:
     from chronoflow.flows.training import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalogue", type=Path, default=HERE.parents[2].parent / "shared" / "catalogs" / "prot_catalogue.csv")
+    parser.add_argument("--catalogue", type=Path, default=HERE.parents[1].parent / "shared" / "catalogs" / "prot_catalogue.csv")
     parser.add_argument("--clusters", nargs="+", default=["ScoCen", "Taurus"])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-folds", action="store_true", help="only the model-free interpolation (no training)")
