@@ -103,10 +103,10 @@ def main() -> None:
         res = cluster_age(df, "Praesepe", model=model)
         t_cluster = best_of(lambda: cluster_age(df, "Praesepe", model=model), args.repeat)
         t_cluster_dense = best_of(lambda: cluster_age(df, "Praesepe", model=model, method="dense"), max(1, args.repeat - 1))
-        t_stars = best_of(lambda: star_ages(df, model=model), 1)
+        t_stars = best_of(lambda: star_ages(df, model=model), args.repeat)
         t_stars_dense = best_of(lambda: star_ages(df, model=model, method="dense"), 1)
-        t_stars_prev = best_of(lambda: flow_only_star_ages(df, model), 1)
-        t_stars_flow = best_of(lambda: star_ages(df, model=model, model_error=False), 1)
+        t_stars_prev = best_of(lambda: flow_only_star_ages(df, model), args.repeat)
+        t_stars_flow = best_of(lambda: star_ages(df, model=model, model_error=False), args.repeat)
         n = len(df)
         print(f"\n[{threads} thread{'s' * (threads > 1)}]")
         print(f"(a) Praesepe ({res.n_used} stars used): adaptive {t_cluster:.3f} s, dense {t_cluster_dense:.3f} s "
