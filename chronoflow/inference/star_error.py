@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import ChronoflowError
 from .posterior import cdf, quantiles
 
-__all__ = ["LEVELS", "SHIPPED_FORM", "StarErrorModel", "fit_star_error", "pit_values", "weighted_quantiles"]
+__all__ = ["LEVELS", "SHIPPED_FORM", "StarErrorModel", "monotone_cubic", "fit_star_error", "pit_values", "weighted_quantiles"]
 
 #: Levels q at which G^{-1}(q) is stored (0 and 1 pinned to 0 and 1).
 LEVELS = (0.0, 0.025, 0.05, 0.10, 0.16, 0.25, 0.5, 0.75, 0.84, 0.90, 0.95, 0.975, 1.0)
@@ -166,7 +166,9 @@ class StarErrorModel:
 
     def honest_log_likelihood(self, density: np.ndarray, grid: np.ndarray, colour: np.ndarray) -> np.ndarray:
         """ln L'(t) = ln d/dt G(F(t)) = ln G'(F(t)) + ln L(t) for each row of the normalized likelihood ``density``
-        ``[stars, ages]`` (its posterior under the log-flat prior, per dex), with G the star's map.
+        ``[stars, ages]`` (its posterior under the log-flat prior, per dex), with G the star's map:
+        the monotone cubic (Fritsch-Carlson) through the points (G^{-1}(q), q), so that G' and the
+        honest density are continuous and G takes the stored values at every level exactly.
 
         Rows of NaN stay NaN. The result is normalized on ``grid`` when the prior is log-flat."""
         levels = np.asarray(self.levels, float)
@@ -177,16 +179,38 @@ class StarErrorModel:
         dens = density[ok]
         med = quantiles(dens, grid, (0.5,))[:, 0]
         kn = self.knots(med, np.asarray(colour, float)[ok])  # [S, L] u at each level
-        slope = np.diff(levels)[None, :] / np.diff(kn, axis=1)  # G' on each segment [S, L-1]
         u = cdf(dens, grid)  # [S, A]
-        seg = (u[:, :, None] >= kn[:, None, 1:-1]).sum(axis=-1)  # segment index of each u [S, A]
-        # The honest CDF G(F(t)) on the grid (exact for the piecewise-linear G), and its density by
-        # central differences: its kinks at the knots do not become steps in the density, so that
-        # coarse (adaptive) and dense grids give the same quantiles.
-        honest_cdf = levels[seg] + np.take_along_axis(slope, seg, axis=1) * (u - np.take_along_axis(kn, seg, axis=1))
+        # The honest CDF G(F(t)) on the grid, and its density by central differences, so that the
+        # adaptive and the dense grids give the same quantiles.
+        honest_cdf = monotone_cubic(kn, levels, u)
         with np.errstate(divide="ignore"):
             out[ok] = np.log(np.maximum(np.gradient(honest_cdf, grid, axis=1), 0.0))
         return out
+
+
+def monotone_cubic(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Monotone piecewise-cubic Hermite interpolation (Fritsch & Carlson 1980, the slopes of
+    scipy's PchipInterpolator inside, one-sided secants at the ends), one curve per row.
+
+    ``x [rows, knots]`` strictly increasing, ``y [knots]`` increasing (shared by the rows),
+    ``at [rows, points]`` inside [x[:, 0], x[:, -1]]. Returns ``[rows, points]``."""
+    h = np.diff(x, axis=1)  # [R, K-1]
+    d = np.diff(y)[None, :] / h  # secants, > 0
+    m = np.empty_like(x)
+    w1, w2 = 2 * h[:, 1:] + h[:, :-1], h[:, 1:] + 2 * h[:, :-1]
+    m[:, 1:-1] = (w1 + w2) / (w1 / d[:, :-1] + w2 / d[:, 1:])
+    m[:, 0], m[:, -1] = d[:, 0], d[:, -1]
+    seg = np.clip((at[:, :, None] >= x[:, None, 1:-1]).sum(axis=-1), 0, h.shape[1] - 1)  # [R, P]
+
+    def take(a):
+        return np.take_along_axis(a, seg, axis=1)
+
+    hk = take(h)
+    t = np.clip((at - take(x)) / hk, 0.0, 1.0)
+    t2, t3 = t * t, t * t * t
+    yk, yk1 = y[seg], y[seg + 1]
+    mk, mk1 = take(m), take(m[:, 1:])
+    return (2 * t3 - 3 * t2 + 1) * yk + (t3 - 2 * t2 + t) * hk * mk + (-2 * t3 + 3 * t2) * yk1 + (t3 - t2) * hk * mk1
 
 
 def _knots_of(u, w, levels, symmetric):
