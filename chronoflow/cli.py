@@ -288,8 +288,8 @@ def age_cluster_command(
 
 @app.command("age-stars")
 def age_stars_command(
-    file: Path = typer.Argument(..., help="CSV (NULL = missing) or Parquet with Prot [d], BPRP_0 [mag], e_BPRP_0 [mag]; FITS with --scheduler memory."),
-    out_file: Path = typer.Option(..., "--out", help="Output .parquet (or .csv): every input row plus ages and a flag. With --scheduler dask: a directory of Parquet parts."),
+    file: Path = typer.Argument(..., help="CSV (NULL = missing) or Parquet with Prot \\[d], BPRP_0 \\[mag], e_BPRP_0 \\[mag], optionally e_Prot \\[d] (period error) and ruwe / non_single_star (binarity flags); FITS with --scheduler memory."),
+    out_file: Path = typer.Option(..., "--out", help="Output .parquet (or .csv): every input row plus the median, 68 % and 95 % intervals with the model error, the flow's alone (log10_age_stat_*) and a flag. With --scheduler dask: a directory of Parquet parts."),
     scheduler: str = typer.Option("streaming", help="'streaming' (chunks in this process, bounded memory), 'memory' (whole table at once) or 'dask'."),
     chunk_rows: int = typer.Option(100_000, help="Rows per chunk (streaming)."),
     address: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default: a local cluster."),
@@ -302,7 +302,7 @@ def age_stars_command(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     device: str = typer.Option("auto", help="Where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
 ) -> None:
-    """Single-star age posteriors (median, 16/84 percentiles, MAP) for every row of FILE; bad rows flagged, never dropped."""
+    """Single-star ages for every row of FILE: median, 68 % and 95 % intervals with the single-star model error, the flow's own percentiles and rotation flags; bad rows flagged, never dropped."""
     from .flows.artifact import load_model
 
     if scheduler == "memory":

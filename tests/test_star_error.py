@@ -184,3 +184,20 @@ def test_the_shipped_term_only_widens_catalogue_intervals(model, catalogue):
     assert np.allclose(out["log10_age_median"], out["log10_age_stat_median"], atol=1e-3)
     widened = (out["log10_age_stat_p16"] - out["log10_age_p16"]) + (out["log10_age_p84"] - out["log10_age_stat_p84"])
     assert (widened > 0.01).any()
+
+
+def test_a_star_with_every_possible_flag_keeps_its_row_and_its_age(model):
+    """Hot and fully convective exclude each other by colour, so four rotation flags is the most
+    one star can carry: a 0.05 d F star (0.45 mag) with RUWE 3 and non_single_star = 1 is
+    off_sequence, hot_star, weakened_braking (tau_c collapses above 6000 K) and likely_binary. It
+    keeps its row, its index and its age; a plain row beside it is unaffected."""
+    df = pd.DataFrame({"Prot": [0.05, 8.0], "BPRP_0": [0.45, 1.2], "e_BPRP_0": [0.02, 0.02], "ruwe": [3.0, 1.0],
+                       "non_single_star": [1, 0], "name": ["every", "plain"]}, index=[7, 9])  # fmt: skip
+    out = star_ages(df, model=model, device="cpu")
+    assert list(out.index) == [7, 9] and out["name"].tolist() == ["every", "plain"]
+    flags = set(out.loc[7, "flag"].split(","))
+    assert {"off_sequence", "hot_star", "weakened_braking", "likely_binary"} <= flags
+    assert np.isfinite(out.loc[7, "log10_age_median"])
+    alone = star_ages(df.loc[[7]].drop(columns=["ruwe", "non_single_star"]), model=model, device="cpu")
+    assert out.loc[7, "log10_age_median"] == pytest.approx(alone.loc[7, "log10_age_median"], abs=1e-9)  # flags never move an age
+    assert not {"off_sequence", "hot_star", "weakened_braking", "likely_binary"} & set(out.loc[9, "flag"].split(","))
