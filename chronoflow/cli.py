@@ -102,7 +102,7 @@ def train_command(
     seed: int = typer.Option(0, help="Seed of member 0 (member k: seed + k): initialisation, batch order, the validation split."),
     members: Optional[int] = typer.Option(None, help="Ensemble members (default: as many as the shipped ensemble; 1: a single flow)."),
     bootstrap: str = typer.Option("stars", help="Resampling of each member: 'stars', 'clusters' or 'none'."),
-    age_noise: Optional[float] = typer.Option(None, help="Noise on the log10 age labels [dex] (default: the TrainConfig default)."),
+    age_noise: Optional[float] = typer.Option(None, help="Noise on the log10 age labels \\[dex] (default: the TrainConfig default)."),
     weight_decay: Optional[float] = typer.Option(None, help="Adam weight decay (default: the TrainConfig default)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch budget (default: the TrainConfig default)."),
     membership_weighted: bool = typer.Option(False, help="Weight each star by its membership probability."),
@@ -383,13 +383,13 @@ def synthetic_stars_command(
 
 @app.command("forward")
 def forward_command(
-    age: float = typer.Option(..., "--age", help="Age [Myr]."),
+    age: float = typer.Option(..., "--age", help="Age \\[Myr]."),
     n: int = typer.Option(..., "--n", help="Number of stars."),
     out_file: Path = typer.Option(..., "--out", help="Output table (.csv or .parquet) in the catalogue schema."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a period-colour figure of the population."),
     f_field: float = typer.Option(0.0, help="Fraction of field stars."),
     f_outlier: float = typer.Option(0.0, help="Fraction of members that are outliers (fast rotators/binaries)."),
-    age_spread: float = typer.Option(0.0, help="Spread of member log ages [dex]."),
+    age_spread: float = typer.Option(0.0, help="Spread of member log ages \\[dex]."),
     seed: int = typer.Option(0, help="Seed."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
@@ -412,7 +412,7 @@ def forward_command(
 
 @app.command("tracks")
 def tracks_command(
-    colour: list[float] = typer.Option(..., "--colour", help="(BP-RP)0 [mag] of a track (repeatable)."),
+    colour: list[float] = typer.Option(..., "--colour", help="(BP-RP)0 \\[mag] of a track (repeatable)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the tracks table (.csv/.parquet)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save the tracks figure."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),

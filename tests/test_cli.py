@@ -161,3 +161,44 @@ def test_validate_coverage_writes_both_single_star_priors(tmp_path):
                                                  "| single stars, prior log-flat on the truth range",
                                                  "| single stars, default prior (log-flat on the whole grid)"]  # fmt: skip
     assert [int(r.split(" | ")[1]) for r in rows] == [3, 50, 50]
+
+
+def _commands():
+    """(path, click command) of every command of the CLI, subcommands included."""
+    import typer.main
+
+    from chronoflow.cli import app
+
+    found = []
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, path + [name])
+        else:
+            found.append((path, cmd))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_commands_help_shows_its_units():
+    """rich reads ``[d]`` as markup and drops it: every bracketed unit or tag in a help string must
+    reach the rendered ``--help`` (help strings escape it as ``\\[d]``)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from chronoflow.cli import app
+
+    runner, checked = CliRunner(), 0
+    for path, cmd in _commands():
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, (path, res.output)
+        shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
+        for param in cmd.params:
+            for token in re.findall(r"\\?\[([^\]\[]+)\]", getattr(param, "help", None) or ""):
+                checked += 1
+                assert f"[{token}]" in shown, (path, param.name, token)
+    assert checked >= 15  # 17 bracketed units and tags when this test was written
