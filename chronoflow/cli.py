@@ -6,6 +6,7 @@ on stderr and exits with status 2; no traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,6 +38,38 @@ app.add_typer(validate_app, name="validate")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def _writable(option: str, value: Optional[Path], folder_ok: bool = False) -> Optional[Path]:
+    """Refuse an output path that cannot be written, before any work (one line naming it)."""
+    if value is None:
+        return value
+    parent = value.parent if str(value.parent) else Path(".")
+    if not parent.exists():
+        raise ChronoflowError(f"{option} {value}: the folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise ChronoflowError(f"{option} {value}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ChronoflowError(f"{option} {value}: the folder {parent} is not writable")
+    if value.is_dir() and not folder_ok:
+        raise ChronoflowError(f"{option} {value}: is a folder; give a file name")
+    if value.is_file() and not os.access(value, os.W_OK):
+        raise ChronoflowError(f"{option} {value}: the file exists and is not writable")
+    return value
+
+
+def _option_name(param: typer.CallbackParam) -> str:
+    return next((o for o in param.opts if o.startswith("--")), str(param.name))
+
+
+def _check_output(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Option callback: an output file that can be written (checked while the options are read)."""
+    return _writable(_option_name(param), value)
+
+
+def _check_output_folder_ok(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """As :func:`_check_output`, for outputs that may be folders (Dask writes a folder of parts)."""
+    return _writable(_option_name(param), value, folder_ok=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -95,7 +128,7 @@ def catalogue_check(file: Path = typer.Argument(..., help="Catalogue file to val
 
 @app.command("train")
 def train_command(
-    out_file: Path = typer.Option(..., "--out", help="Where to write the model file (*.pt)."),
+    out_file: Path = typer.Option(..., "--out", callback=_check_output, help="Where to write the model file (*.pt)."),
     catalogue: Optional[Path] = typer.Option(
         None, "--catalogue", help="Training catalogue. Default: $CHRONOFLOW_CATALOGUE or the published catalogue."
     ),
@@ -232,7 +265,7 @@ def age_cluster_command(
     cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster to age (may be omitted when FILE holds one)."),
     by: str = typer.Option("cluster", help="Select on 'cluster' or 'subgroup'."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the posterior + period-colour figure here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save the posterior + period-colour figure here."),
     f_out: float = typer.Option(0.05, help="Outlier fraction of the mixture likelihood."),
     membership: str = typer.Option("mem_prob_source", help="Membership column ('none': all members)."),
     no_cuts: bool = typer.Option(False, "--no-cuts", help="Do not apply the published cuts."),
@@ -244,7 +277,7 @@ def age_cluster_command(
     tune: int = typer.Option(1000, help="\\[full] tuning steps per chain."),
     chains: int = typer.Option(4, help="\\[full] chains."),
     seed: int = typer.Option(0, help="\\[full] sampler seed."),
-    idata_out: Optional[Path] = typer.Option(None, "--out", help="\\[full] write the ArviZ InferenceData (.nc)."),
+    idata_out: Optional[Path] = typer.Option(None, "--out", callback=_check_output, help="\\[full] write the ArviZ InferenceData (.nc)."),
     device: str = typer.Option("auto", help="Where the flow runs (with --method full: for the per-star tables; NUTS samples on the CPU): 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
 ) -> None:
     """Age a cluster from its rotators: posterior median and 16/84 percentiles."""
@@ -274,22 +307,23 @@ def age_cluster_command(
         return
     res = cluster_age(df, cluster, by=by, model=flow, f_out=f_out, membership=member_col, cuts=not no_cuts, prior=prior,
                       include_out_of_domain=include_out_of_domain, device=device)
+    # The result first, then the figure: a figure that fails never loses the age.
+    if as_json:
+        print(res.to_json(), flush=True)
+    else:
+        out.print(res.to_text(), markup=False)
     if plot is not None:
         from .plotting import plot_cluster_age
 
         plot_cluster_age(res, flow, plot)
-    if as_json:
-        print(res.to_json())
-        return
-    out.print(res.to_text(), markup=False)
-    if plot is not None:
-        out.print(f"  figure: {plot}", markup=False)
+        if not as_json:
+            out.print(f"  figure: {plot}", markup=False)
 
 
 @app.command("age-stars")
 def age_stars_command(
     file: Path = typer.Argument(..., help="CSV (NULL = missing) or Parquet with Prot \\[d], BPRP_0 \\[mag], e_BPRP_0 \\[mag], optionally e_Prot \\[d] (period error) and ruwe / non_single_star (binarity flags); FITS with --scheduler memory."),
-    out_file: Path = typer.Option(..., "--out", help="Output .parquet (or .csv): every input row plus the median, 68 % and 95 % intervals with the model error, the flow's alone (log10_age_stat_*) and a flag. With --scheduler dask: a directory of Parquet parts."),
+    out_file: Path = typer.Option(..., "--out", callback=_check_output_folder_ok, help="Output .parquet (or .csv): every input row plus the median, 68 % and 95 % intervals with the model error, the flow's alone (log10_age_stat_*) and a flag. With --scheduler dask: a directory of Parquet parts."),
     scheduler: str = typer.Option("streaming", help="'streaming' (chunks in this process, bounded memory), 'memory' (whole table at once) or 'dask'."),
     chunk_rows: int = typer.Option(100_000, help="Rows per chunk (streaming)."),
     address: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default: a local cluster."),
@@ -313,23 +347,23 @@ def age_stars_command(
         res = age_chunk(_read_user_table(file), model=load_model(model), prior=prior,
                         include_out_of_domain=include_out_of_domain, device=device)  # the whole table as one chunk
         _write_table(res, out_file)
-        n_rows, n_flag = len(res), int((res["flag"] != "").sum())
+        n_rows, n_aged, n_flag = len(res), int(res["log10_age_median"].notna().sum()), int((res["flag"] != "").sum())
     elif scheduler == "streaming":
         from .scale.streaming import age_stars_file
 
         report = age_stars_file(file, out_file, chunk_rows=chunk_rows, model=load_model(model), prior=prior, progress=progress,
                                 include_out_of_domain=include_out_of_domain, device=device)
-        n_rows, n_flag = report.n_rows, report.n_flagged
+        n_rows, n_aged, n_flag = report.n_rows, report.n_aged, report.n_flagged
     elif scheduler == "dask":
         from .scale.dask_backend import age_stars_file_dask
 
         report = age_stars_file_dask(file, out_file, address=address, n_workers=workers, threads_per_worker=threads_per_worker,
                                      blocksize=blocksize, model=model, prior=prior, progress=progress,
                                      include_out_of_domain=include_out_of_domain, device=device)  # fmt: skip
-        n_rows, n_flag = report.n_rows, report.n_flagged
+        n_rows, n_aged, n_flag = report.n_rows, report.n_aged, report.n_flagged
     else:
         raise ChronoflowError(f"unknown scheduler {scheduler!r}; allowed: 'streaming', 'memory', 'dask'")
-    out.print(f"aged {n_rows} stars ({n_flag} flagged) -> {escape(str(out_file))}")
+    out.print(f"aged {n_aged} of {n_rows} rows ({n_rows - n_aged} without an age, {n_flag} flagged) -> {escape(str(out_file))}")
 
 
 @app.command("age-star")
@@ -339,7 +373,7 @@ def age_star_command(
     e_bprp0: float = typer.Option(0.027, "--e-bprp0", help="Error of (BP-RP)0 \\[mag] (default: the catalogue's median colour error)."),
     e_prot: Optional[float] = typer.Option(None, "--e-prot", help="Error of the period \\[d]; the likelihood is convolved with it."),
     ruwe: Optional[float] = typer.Option(None, "--ruwe", help="Gaia RUWE of the star (for the binarity flag)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the posterior + period-colour figure here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save the posterior + period-colour figure here."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
     device: str = typer.Option("auto", help="Where the flow runs: 'auto' (a CUDA GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."),
@@ -366,7 +400,7 @@ def age_star_command(
 @app.command("synthetic-stars")
 def synthetic_stars_command(
     n: int = typer.Option(..., "--n", help="Number of stars."),
-    out_file: Path = typer.Option(..., "--out", help="Output table (.parquet or .csv)."),
+    out_file: Path = typer.Option(..., "--out", callback=_check_output, help="Output table (.parquet or .csv)."),
     catalogue: Optional[Path] = typer.Option(None, help="Catalogue to draw colours and errors from (default: $CHRONOFLOW_CATALOGUE or the published one)."),
     bad_fraction: float = typer.Option(0.0, help="Fraction of rows made unusable on purpose (missing/negative values)."),
     seed: int = typer.Option(0, help="Seed."),
@@ -385,8 +419,8 @@ def synthetic_stars_command(
 def forward_command(
     age: float = typer.Option(..., "--age", help="Age \\[Myr]."),
     n: int = typer.Option(..., "--n", help="Number of stars."),
-    out_file: Path = typer.Option(..., "--out", help="Output table (.csv or .parquet) in the catalogue schema."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save a period-colour figure of the population."),
+    out_file: Path = typer.Option(..., "--out", callback=_check_output, help="Output table (.csv or .parquet) in the catalogue schema."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save a period-colour figure of the population."),
     f_field: float = typer.Option(0.0, help="Fraction of field stars."),
     f_outlier: float = typer.Option(0.0, help="Fraction of members that are outliers (fast rotators/binaries)."),
     age_spread: float = typer.Option(0.0, help="Spread of member log ages \\[dex]."),
@@ -397,6 +431,8 @@ def forward_command(
     from .analysis.forward import synthetic_cluster
     from .flows.artifact import load_model
 
+    if n < 1:
+        raise ChronoflowError(f"--n must be >= 1, got {n}")
     flow = load_model(model)
     df = synthetic_cluster(age, n, f_field=f_field, f_outlier=f_outlier, age_spread_dex=age_spread, seed=seed, model=flow)
     _write_table(df, out_file)
@@ -413,8 +449,8 @@ def forward_command(
 @app.command("tracks")
 def tracks_command(
     colour: list[float] = typer.Option(..., "--colour", help="(BP-RP)0 \\[mag] of a track (repeatable)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the tracks table (.csv/.parquet)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the tracks figure."),
+    out_file: Optional[Path] = typer.Option(None, "--out", callback=_check_output, help="Write the tracks table (.csv/.parquet)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save the tracks figure."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the shipped model)."),
 ) -> None:
     """Spin-down tracks: 2.5/16/50/84/97.5 % rotation periods against age at fixed colours."""
@@ -455,7 +491,7 @@ def sweep_command(
     cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster to age."),
     by: str = typer.Option("cluster", help="Select on 'cluster' or 'subgroup'."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the budget bar chart here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save the budget bar chart here."),
     reddening_sigma: float = typer.Option(0.03, help="Standard deviation of the cluster's E(BP-RP), mag (0: skip)."),
     age_scale: float = typer.Option(0.1, help="Correlated error of the calibration age scale, dex (0: skip)."),
     refits: bool = typer.Option(True, help="Include the per-cluster calibration-age refits (from scratch, cached)."),
@@ -493,7 +529,7 @@ def sweep_command(
 
 @validate_app.command("budgets")
 def validate_budgets(
-    out_file: Path = typer.Option(Path("budgets.md"), "--out", help="Markdown table to write (a .csv and a .png beside it)."),
+    out_file: Path = typer.Option(Path("budgets.md"), "--out", callback=_check_output, help="Markdown table to write (a .csv and a .png beside it)."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
     cluster: Optional[list[str]] = typer.Option(None, "--cluster", help="Only these clusters (repeatable)."),
     loo: Optional[Path] = typer.Option(None, "--loo", help="A calibrated loo.csv: compare every total with the cluster's leave-one-out residual."),
@@ -533,7 +569,7 @@ def validate_budgets(
 
 @validate_app.command("loo")
 def validate_loo(
-    out_file: Path = typer.Option(Path("loo.md"), "--out", help="Markdown table to write (a .csv and a .png beside it)."),
+    out_file: Path = typer.Option(Path("loo.md"), "--out", callback=_check_output, help="Markdown table to write (a .csv and a .png beside it)."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
     cluster: Optional[list[str]] = typer.Option(None, "--cluster", help="Only these clusters (repeatable)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model whose recipe is validated (default: the shipped model)."),
@@ -608,9 +644,9 @@ def validate_loo(
 
 @validate_app.command("ppc")
 def validate_ppc(
-    out_file: Path = typer.Option(Path("ppc.md"), "--out", help="Markdown table to write (a .csv beside it too)."),
+    out_file: Path = typer.Option(Path("ppc.md"), "--out", callback=_check_output, help="Markdown table to write (a .csv beside it too)."),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="Default: $CHRONOFLOW_CATALOGUE or the published catalogue."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save a heat map of the KS distances."),
+    plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save a heat map of the KS distances."),
 ) -> None:
     """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
     from .analysis.calibration import ppc_report, predictive_check
@@ -630,7 +666,7 @@ def validate_ppc(
 
 @validate_app.command("coverage")
 def validate_coverage(
-    out_file: Path = typer.Option(Path("coverage.md"), "--out", help="Markdown table to write."),
+    out_file: Path = typer.Option(Path("coverage.md"), "--out", callback=_check_output, help="Markdown table to write."),
     n_clusters: int = typer.Option(100, help="Synthetic clusters."),
     n_stars: int = typer.Option(100, help="Rows per synthetic cluster."),
     f_field: float = typer.Option(0.1, help="Field contamination per cluster."),
@@ -658,11 +694,15 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ChronoflowError as exc:
-        err.print(f"[red]error:[/red] {escape(in_cli_words(str(exc)))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(in_cli_words(str(exc), sys.argv[1:]))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
+    except OSError as exc:  # a full disk, a folder removed meanwhile, a permission: one line naming the path
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err.print(f"[red]error:[/red] {escape(where + (exc.strerror or first_line(exc)))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         if _is_click_exception(exc):
             exc.show()
@@ -670,29 +710,38 @@ def main() -> None:
         raise
 
 
-def _cli_options() -> dict[str, str]:
-    """Python argument name -> the CLI option that sets it (its first long form), over all commands."""
+def _cli_options(argv: list[str] | None = None) -> dict[str, str]:
+    """Python argument name -> the CLI option that sets it (its first long form): of the command
+    that ``argv`` runs (``["forward", "--n", "0"]``: the options of ``forward`` only), or, without
+    one, of every command (the first command that has the name wins)."""
     import typer.main
 
     names: dict[str, str] = {}
+    command = typer.main.get_command(app)
+    for token in argv or []:  # follow the command path: forward, validate loo, ...
+        subs = getattr(command, "commands", None)
+        if not subs or token not in subs:
+            break
+        command = subs[token]
 
-    def walk(command):
-        for param in getattr(command, "params", []):
+    def walk(cmd):
+        for param in getattr(cmd, "params", []):
             longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
             if longs and param.name:
                 names.setdefault(param.name, longs[0])
-        for sub in getattr(command, "commands", {}).values():
+        for sub in getattr(cmd, "commands", {}).values():
             walk(sub)
 
-    walk(typer.main.get_command(app))
+    walk(command)
     return names
 
 
-def in_cli_words(message: str) -> str:
+def in_cli_words(message: str, argv: list[str] | None = None) -> str:
     """An error message of the Python API in the words of the command line: ``membership=None``
     becomes ``--membership none``, ``cluster=NAME`` ``--cluster NAME``, and an argument name with
-    an underscore (``f_out``) its option (``--f-out``), wherever the CLI has that option."""
-    options = _cli_options()
+    an underscore (``f_out``) its option (``--f-out``), wherever the command that ``argv`` runs has
+    that option (without ``argv``: any command)."""
+    options = _cli_options(argv)
 
     def assignment(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)

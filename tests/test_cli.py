@@ -202,3 +202,80 @@ def test_every_commands_help_shows_its_units():
                 checked += 1
                 assert f"[{token}]" in shown, (path, param.name, token)
     assert checked >= 15  # 17 bracketed units and tags when this test was written
+
+
+def _main(monkeypatch, capsys, *args):
+    """Run the console script's entry point in this process: (exit status, stdout, stderr)."""
+    from chronoflow.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["chronoflow", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["age-stars", "{src}", "--out", "{tmp}/missing/o.csv"], "--out {tmp}/missing/o.csv: the folder {tmp}/missing does not exist"),
+    (["age-cluster", "{src}", "--plot", "{tmp}/missing/x.png"], "--plot {tmp}/missing/x.png: the folder {tmp}/missing does not exist"),
+    (["tracks", "--colour", "1.0", "--plot", "{tmp}"], "--plot {tmp}: is a folder"),
+    (["forward", "--age", "650", "--n", "0", "--out", "{tmp}/p.csv"], "--n must be >= 1, got 0"),
+])  # fmt: skip
+def test_bad_output_paths_and_values_are_one_line_before_any_work(monkeypatch, capsys, tmp_path, args, expected):
+    """Output paths are checked while the options are read, before the model or the table is
+    loaded (before: a 52-line traceback with exit status 1 after the work); errors name the
+    command's own options (before: forward --n 0 named validate coverage's --n-stars)."""
+    import chronoflow.flows.artifact as artifact
+
+    src = tmp_path / "s.csv"
+    pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02], "cluster": ["X"]}).to_csv(src, index=False)
+    if args[0] != "forward":  # nothing is loaded before the refusal
+        monkeypatch.setattr(artifact, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    fill = {"src": str(src), "tmp": str(tmp_path)}
+    code, _, err = _main(monkeypatch, capsys, *[a.format(**fill) for a in args])
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert expected.format(**fill) in " ".join(err.split())
+
+
+def test_an_os_error_while_writing_is_one_line_naming_the_path(monkeypatch, capsys, tmp_path):
+    """A disk that fills (or a folder removed) during the work: one line, exit status 2."""
+    import chronoflow.cli as cli
+
+    src = tmp_path / "s.csv"
+    pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02]}).to_csv(src, index=False)
+
+    def full_disk(df, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "_write_table", full_disk)
+    code, _, err = _main(monkeypatch, capsys, "age-stars", str(src), "--out", str(tmp_path / "o.csv"), "--scheduler", "memory")
+    assert code == 2 and "Traceback" not in err
+    assert " ".join(err.split()) == f"error: {tmp_path / 'o.csv'}: No space left on device"
+
+
+def test_age_cluster_prints_the_age_before_the_figure(monkeypatch, capsys, catalogue_path, tmp_path):
+    """A figure that fails never loses the age: the JSON is on stdout before the plotting error."""
+    import chronoflow.plotting as plotting
+
+    def broken(*a, **k):
+        raise OSError(30, "Read-only file system", str(tmp_path / "x.png"))
+
+    monkeypatch.setattr(plotting, "plot_cluster_age", broken)
+    code, out, err = _main(monkeypatch, capsys, "age-cluster", str(catalogue_path), "--cluster", "Pleiades", "--json",
+                           "--plot", str(tmp_path / "x.png"), "--device", "cpu")  # fmt: skip
+    assert code == 2 and '"cluster": "Pleiades"' in out and "Read-only file system" in err
+
+
+def test_errors_are_worded_with_the_running_commands_options():
+    from chronoflow.cli import in_cli_words
+
+    assert in_cli_words("n_stars must be >= 1", ["validate", "coverage"]) == "--n-stars must be >= 1"
+    assert in_cli_words("n_stars must be >= 1", ["forward"]) == "n_stars must be >= 1"  # forward has no --n-stars
+    assert in_cli_words("f_out must be in [0, 1)", ["age-cluster", "x.csv"]) == "--f-out must be in [0, 1)"
+
+
+def test_age_stars_counts_aged_stars_not_rows(tmp_path):
+    src, dst = tmp_path / "s.csv", tmp_path / "o.csv"
+    pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 1.0], "e_BPRP_0": [0.02] * 3}).to_csv(src, index=False)
+    res = _run("age-stars", str(src), "--out", str(dst), "--no-progress")
+    assert res.returncode == 0 and "aged 2 of 3 rows (1 without an age" in " ".join(res.stdout.split())

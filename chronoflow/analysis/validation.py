@@ -41,20 +41,32 @@ def fold_model(catalogue: pd.DataFrame, name: str, flow_config: FlowConfig, conf
     epoch counts, seeds ``config.seed + k``), in ``config.threads`` threads, no progress bar.
 
     The fold of :func:`leave_one_out`; the validation scripts in ``docs/validation/`` use it to
-    age a held-out cluster in other ways (by subgroup, star by star)."""
+    age a held-out cluster in other ways (by subgroup, star by star). The process's torch thread
+    count is restored on return."""
     import torch
 
+    old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
-    rest = catalogue[catalogue["cluster"] != name]
-    model = train_ensemble(rest, len(epochs), flow_config, config, bootstrap=bootstrap, progress=False, baseline=False,
-                           member_epochs=epochs).model  # fmt: skip
+    try:
+        rest = catalogue[catalogue["cluster"] != name]
+        model = train_ensemble(rest, len(epochs), flow_config, config, bootstrap=bootstrap, progress=False, baseline=False,
+                               member_epochs=epochs).model  # fmt: skip
+    finally:
+        torch.set_num_threads(old_threads)
     return FlowEnsemble(list(model.members))
 
 
 def _one(args: tuple[pd.DataFrame, str, FlowConfig, TrainConfig, list[int], str, list[int]]) -> list[dict[str, Any]]:
+    import torch
+
     catalogue, name, flow_config, config, epochs, bootstrap, subsets = args
-    model = fold_model(catalogue, name, flow_config, config, epochs, bootstrap)
-    return [_age_row(catalogue, name, FlowEnsemble(list(model.members)[:k])) for k in subsets]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # the fold trains and ages in config.threads threads
+    try:
+        model = fold_model(catalogue, name, flow_config, config, epochs, bootstrap)
+        return [_age_row(catalogue, name, FlowEnsemble(list(model.members)[:k])) for k in subsets]
+    finally:
+        torch.set_num_threads(old_threads)
 
 
 def _age_row(catalogue: pd.DataFrame, name: str, model: FlowEnsemble) -> dict[str, Any]:

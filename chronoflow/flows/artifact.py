@@ -8,6 +8,7 @@ is stored beside them, so a corrupted file is refused on load.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -110,7 +111,9 @@ def load_model(path: str | os.PathLike | None = None) -> RotationModel:
     Returns
     -------
     RotationModel
-        With ``model.card`` (dict) attached.
+        With ``model.card`` (dict) attached. The file is read and verified once (and again only
+        when it changes); every call returns an independent copy of that model, so editing one
+        result's card or weights never reaches another.
 
     Raises
     ------
@@ -119,7 +122,9 @@ def load_model(path: str | os.PathLike | None = None) -> RotationModel:
         version this release cannot read.
     """
     path = Path(path) if path is not None else default_model_path()
-    return _load_cached(str(path.resolve()) if path.exists() else str(path), _mtime(path))
+    # The cached model is never handed out: a deep copy (weights, buffers and card) is cheap next
+    # to reading and verifying the file, and keeps one caller's edits away from the next.
+    return copy.deepcopy(_load_cached(str(path.resolve()) if path.exists() else str(path), _mtime(path)))
 
 
 def _mtime(path: Path) -> float:

@@ -86,7 +86,8 @@ class FlowEnsemble(RotationModel):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         as_numpy, _, ctx = self._prepare(None, context, check_domain)
-        seed = int(seed) if seed is not None else int(torch.seed() % 2**62)
+        # unseeded: fresh entropy from a generator of our own, not a reseed of the global one
+        seed = int(seed) if seed is not None else int(torch.Generator().seed() % 2**62)
         rng = np.random.default_rng(seed)
         shape = (n, *ctx.shape[:-1])
         pick = rng.integers(len(self.members), size=shape)

@@ -383,7 +383,8 @@ class RotationModel(nn.Module):
         n
             Draws per context.
         seed
-            Seed of the torch generator; ``None`` draws a fresh one.
+            Seed of the torch generator; ``None`` seeds a fresh one from system entropy (the
+            global torch generator is neither used nor reseeded).
 
         Returns
         -------
@@ -393,7 +394,13 @@ class RotationModel(nn.Module):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         as_numpy, _, ctx = self._prepare(None, context, check_domain)
-        generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
+        # A generator of our own: an unseeded call seeds it from fresh entropy and leaves the
+        # global torch generator (the user's) untouched.
+        generator = torch.Generator()
+        if seed is not None:
+            generator.manual_seed(int(seed))
+        else:
+            generator.seed()
         # Noise in the model's dtype from our own generator (nflows' Flow.sample uses the global
         # default dtype and RNG).
         z = torch.randn((n, *ctx.shape[:-1]), generator=generator, dtype=self.dtype)

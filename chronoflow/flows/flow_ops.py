@@ -14,7 +14,10 @@ Two ways to put ln p(log10 Prot | context) into a PyMC model:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -29,13 +32,31 @@ from .flow import RotationModel, SplineFlow
 __all__ = ["FlowLogpOp", "StarTables", "flow_logp_with_grad", "tabulated_logp"]
 
 
+#: Float64 copies of models, kept outside the models (a copy of a model, such as
+#: ``shifted_in_age``, must not inherit one) and dropped with them.
+_FLOAT64: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FLOAT64_LOCK = threading.Lock()
+
+
+def _state_token(model: RotationModel) -> tuple:
+    """Cheap fingerprint of a model's weights and buffers: which tensors they are and how often
+    each was changed in place (torch's version counter), so a replaced or edited tensor, an age
+    shift included, gives another token."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
 def _double(model: RotationModel) -> RotationModel:
-    cached = getattr(model, "_float64_copy", None)
-    if cached is None:
-        cached = copy.deepcopy(model).double().eval()
-        for p in cached.parameters():
-            p.requires_grad_(False)
-        object.__setattr__(model, "_float64_copy", cached)
+    """``model`` in float64 (eval mode, no parameter gradients), made once per model and state."""
+    token = _state_token(model)
+    with _FLOAT64_LOCK:
+        hit = _FLOAT64.get(model)
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    cached = copy.deepcopy(model).double().eval()
+    for p in cached.parameters():
+        p.requires_grad_(False)
+    with _FLOAT64_LOCK:
+        _FLOAT64[model] = (token, cached)
     return cached
 
 
@@ -74,8 +95,14 @@ class FlowLogpOp(Op):
     __props__ = ("key",)
 
     def __init__(self, model: RotationModel):
+        from .artifact import weights_sha256
+
         self.model = model
-        self.key = (getattr(model, "card", {}) or {}).get("weights_sha256", str(id(model)))
+        # The checksum of the weights and buffers the model has now (for a loaded, unchanged model
+        # the card's ``weights_sha256``): Ops of models that differ, such as a model and its
+        # ``shifted_in_age`` copy, which share a card, must not compare equal (PyTensor merges
+        # equal Ops applied to the same inputs).
+        self.key = weights_sha256(model.state_dict())
 
     def make_node(self, log_prot, context):
         log_prot = pt.as_tensor_variable(log_prot).astype("float64")
