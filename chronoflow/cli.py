@@ -383,8 +383,6 @@ def age_star_command(
     from .flows.device import resolve_device
     from .inference.single_star import star_age
 
-    if plot is not None and not plot.parent.is_dir():  # before any work: the age is not computed for nothing
-        raise ChronoflowError(f"--plot {plot}: folder {plot.parent} does not exist")
     resolve_device(device)  # a bad device is refused before the model is loaded
     res = star_age(prot, bprp0, e_bprp0, e_prot=e_prot, ruwe=ruwe, model=load_model(model), device=device)
     if as_json:  # printed before the figure is drawn: a plotting failure does not lose the age

@@ -98,7 +98,7 @@ def test_in_cli_words_leaves_other_text_alone():
 
 def test_age_stars_keeps_out_of_domain_rows_without_an_age_unless_asked(tmp_path):
     src, dst = tmp_path / "stars.csv", tmp_path / "ages.csv"
-    pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 9.0], "e_BPRP_0": [0.02, 0.02, 0.02]}).to_csv(src, index=False)
+    pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 4.5], "e_BPRP_0": [0.02, 0.02, 0.02]}).to_csv(src, index=False)
     assert _run("age-stars", str(src), "--out", str(dst), "--no-progress").returncode == 0
     out = pd.read_csv(dst, na_values="NULL")
     assert out["flag"].fillna("").tolist() == ["", "period_outside_domain", "colour_outside_domain"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from chronoflow.flows.artifact import load_model
@@ -121,3 +122,29 @@ def test_cli_forward_and_tracks(tmp_path):
     res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "forward", "--age", "-3", "--n", "5", "--out",
                           str(tmp_path / "x.csv")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("error: ages must be finite and > 0 Myr")
+
+
+def test_colours_get_the_same_gate_as_ages():
+    """tracks --colour 9 used to exit 0 with periods that fall with age: a colour outside the
+    training colours needs allow_extrapolation, and one no star has is refused always."""
+    from chronoflow.analysis.forward import sample_periods, spin_down_tracks
+    from chronoflow.errors import DomainError
+
+    with pytest.raises(DomainError, match=r"\(BP-RP\)0 = 9 mag is not a star's colour"):
+        spin_down_tracks([9.0], allow_extrapolation=True)
+    with pytest.raises(DomainError, match="outside the model's training colours"):
+        spin_down_tracks([4.5])
+    assert len(spin_down_tracks([4.5], ages=[100.0], allow_extrapolation=True)) == 1
+    with pytest.raises(DomainError, match="outside the model's training colours"):
+        sample_periods(100.0, 4.5)
+    with pytest.raises(DomainError, match="is not a star's colour"):
+        sample_periods(100.0, -3.0, allow_extrapolation=True)
+
+
+def test_an_impossible_colour_is_never_aged():
+    from chronoflow.inference.ages import star_ages
+
+    df = pd.DataFrame({"Prot": [8.0, 8.0], "BPRP_0": [1e6, 1.2], "e_BPRP_0": [0.02, 0.02]})
+    out = star_ages(df, include_out_of_domain=True, device="cpu")
+    assert np.isnan(out.loc[0, "log10_age_median"]) and "colour_impossible" in out.loc[0, "flag"]
+    assert np.isfinite(out.loc[1, "log10_age_median"])

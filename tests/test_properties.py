@@ -93,6 +93,8 @@ def expected_flags(df: pd.DataFrame) -> list[str]:
             f.append("period_outside_domain")
         if not d.bprp0[0] <= col <= d.bprp0[1]:
             f.append("colour_outside_domain")
+        if not -1.0 <= col <= 6.0:
+            f.append("colour_impossible")
         if positive and math.log10(err) > d.log10_e_bprp0[1]:
             f.append("error_above_domain")
         if positive and math.log10(err) < d.log10_e_bprp0[0]:
@@ -108,7 +110,7 @@ def test_star_ages_keep_every_row_and_flag_by_the_rule(values, kind, include):
     out = star_ages(df, model=MODEL, include_out_of_domain=include)
     assert len(out) == len(df) and out.index.equals(df.index) and out["name"].tolist() == df["name"].tolist()
     want = expected_flags(df)
-    never = ("missing_value", "nonpositive") + (() if include else ("period_outside_domain", "colour_outside_domain", "error_above_domain"))
+    never = ("missing_value", "nonpositive", "colour_impossible") + (() if include else ("period_outside_domain", "colour_outside_domain", "error_above_domain"))
     for got, exp, median, p16, p84 in zip(out["flag"], want, out["log10_age_median"], out["log10_age_p16"], out["log10_age_p84"]):
         tokens = got.split(",")
         # the input-domain flags (the rotation flags have their own tests: tests/test_rotation_flags.py)

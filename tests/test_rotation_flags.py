@@ -225,7 +225,8 @@ def test_help_and_docs_cover_every_flag():
     for name, text in FLAG_HELP.items():
         assert re.search(r"\d", text), f"{name}: give the threshold"
         assert name == "off_sequence" or re.search(r"(?:19|20)\d\d", text), f"{name}: cite the source"
-    existing = {*UNUSABLE_FLAGS, *OUT_OF_DOMAIN_FLAGS, "error_below_domain", "age_below_calibration", "age_above_calibration"}
+    existing = {*UNUSABLE_FLAGS, *OUT_OF_DOMAIN_FLAGS, "error_below_domain", "age_below_calibration", "age_above_calibration",
+                "model_error_uncalibrated"}
     assert not existing & set(ROTATION_FLAGS), "a rotation flag must not reuse the name of an input flag"
     page = (DOCS / "flags.md").read_text(encoding="utf-8")
     rows = {m.group(1) for m in re.finditer(r"^\| `(\w+)` \|", page, re.MULTILINE)}

@@ -205,7 +205,7 @@ def test_cli_text(star):
     [
         (["--prot", "-1", "--bprp0", "1.05"], "error: --prot -1 is not allowed: a rotation period must be finite and > 0 d"),
         (["--prot", "12", "--bprp0", "1.05", "--e-bprp0", "0"], "error: --e-bprp0 0 is not allowed"),
-        (["--prot", "12", "--bprp0", "1.05", "--plot", "no/such/folder/s.png"], "error: --plot no/such/folder/s.png: folder no/such/folder does not exist"),
+        (["--prot", "12", "--bprp0", "1.05", "--plot", "no/such/folder/s.png"], "error: --plot no/such/folder/s.png: the folder no/such/folder does not exist"),
     ],
 )
 def test_cli_bad_input_is_one_line_with_exit_2(monkeypatch, capsys, args, expected):

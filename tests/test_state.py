@@ -11,7 +11,13 @@ import torch
 
 from chronoflow.flows.artifact import _load_cached, load_model, save_model
 from chronoflow.flows.ensemble import FlowEnsemble
-from chronoflow.flows.flow import FlowConfig, Standardization, TrainingDomain, build_model, make_context
+from chronoflow.flows.flow import (
+    FlowConfig,
+    Standardization,
+    TrainingDomain,
+    build_model,
+    make_context,
+)
 
 TINY = FlowConfig(n_transforms=2, n_bins=6, hidden=16)
 SCALING = Standardization(0.8, 0.5, (2.3, 1.2, -1.6), (0.9, 0.6, 0.3))

@@ -15,6 +15,7 @@ from ..data.tables import quantity_table
 from ..errors import DomainError
 from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel, make_context
+from ..inference.likelihood import PHYSICAL_BPRP0
 
 __all__ = ["density_map", "sample_periods", "spin_down_tracks", "synthetic_cluster", "synthetic_field", "TRACK_QUANTILES"]
 
@@ -43,6 +44,21 @@ def _check_ages(age_myr: np.ndarray, model: RotationModel, allow_extrapolation: 
             f"age {age_myr[outside][0]:g} Myr lies outside the model's calibrated range {lo:.3g} - {hi:.4g} Myr; "
             "pass allow_extrapolation=True to extrapolate"
         )
+
+
+def _check_colours(colour: np.ndarray, model: RotationModel, allow_extrapolation: bool) -> None:
+    """Colours the model can speak for: inside its training colours, or beyond them only with
+    ``allow_extrapolation``; colours no star has (:data:`~chronoflow.inference.likelihood.PHYSICAL_BPRP0`)
+    never."""
+    lo, hi = PHYSICAL_BPRP0
+    impossible = (colour < lo) | (colour > hi)
+    if impossible.any():
+        raise DomainError(f"(BP-RP)0 = {colour[impossible][0]:g} mag is not a star's colour; allowed: {lo:g} - {hi:g} mag")
+    c_lo, c_hi = model.domain.bprp0
+    outside = (colour < c_lo) | (colour > c_hi)
+    if outside.any() and not allow_extrapolation:
+        raise DomainError(f"(BP-RP)0 = {colour[outside][0]:g} mag lies outside the model's training colours "
+                          f"{c_lo:.3g} - {c_hi:.3g} mag; pass allow_extrapolation=True to extrapolate")
 
 
 def sample_periods(
@@ -93,6 +109,7 @@ def sample_periods(
         if not ok.all():
             bad = np.flatnonzero(~ok)
             raise DomainError(f"{name}[{bad[0]}] = {values[bad[0]]} ({bad.size} such value(s)); allowed: {allowed}")
+    _check_colours(col, model, allow_extrapolation)
     log_p = model.sample(make_context(age, col, err), int(n), seed=seed, check_domain=not allow_extrapolation)
     k = len(age)
     out = pd.DataFrame(
@@ -140,6 +157,9 @@ def spin_down_tracks(
     else:
         age = np.atleast_1d(_to_value(ages, "Myr", "ages")).ravel()
     _check_ages(age, model, allow_extrapolation)
+    if not np.isfinite(col).all():
+        raise DomainError(f"colours must be finite (BP-RP)0 [mag], got {col[~np.isfinite(col)][0]}")
+    _check_colours(col, model, allow_extrapolation)
     qs = np.asarray(quantiles, dtype=float) / 100
     if np.any((qs <= 0) | (qs >= 1)):
         raise DomainError(f"percentiles must lie in (0, 100), got {list(quantiles)}")

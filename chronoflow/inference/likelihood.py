@@ -29,6 +29,7 @@ from ..flows.flow import RotationModel
 __all__ = [
     "DEFAULT_BACKGROUND",
     "OUT_OF_DOMAIN_FLAGS",
+    "PHYSICAL_BPRP0",
     "REQUIRED",
     "UNUSABLE_FLAGS",
     "StarInputs",
@@ -46,8 +47,12 @@ __all__ = [
 REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
 #: The paper's background: uniform in log10 Prot [log10 d] over this range.
 DEFAULT_BACKGROUND = (-1.75, 2.5)
+#: (BP-RP)0 [mag] that no star has: bluer than the hottest O stars (about -0.5 mag) with room for
+#: errors, or redder than the coolest L/T dwarfs Gaia measures (about 5 mag). Never aged, not even
+#: with ``include_out_of_domain=True``.
+PHYSICAL_BPRP0 = (-1.0, 6.0)
 #: Flags of rows that cannot be aged: NaN ages, never used in a cluster.
-UNUSABLE_FLAGS = ("missing_value", "nonpositive", "zero_likelihood")
+UNUSABLE_FLAGS = ("missing_value", "nonpositive", "colour_impossible", "zero_likelihood")
 #: Flags of rows outside the training domain: NaN ages and not used in a cluster unless
 #: ``include_out_of_domain=True`` (then aged by the flow's extrapolation, and still flagged).
 OUT_OF_DOMAIN_FLAGS = ("period_outside_domain", "colour_outside_domain", "error_above_domain")
@@ -117,7 +122,9 @@ class StarInputs:
         Flags (comma-separated):
 
         * ``missing_value``: Prot, BPRP_0 or e_BPRP_0 is missing, infinite or not a number;
-          ``nonpositive``: Prot <= 0 d or e_BPRP_0 <= 0 mag. Never aged.
+          ``nonpositive``: Prot <= 0 d or e_BPRP_0 <= 0 mag; ``colour_impossible``: (BP-RP)0
+          outside :data:`PHYSICAL_BPRP0` (-1 to 6 mag), which no star has (it also carries
+          ``colour_outside_domain``). Never aged.
         * ``period_outside_domain``, ``colour_outside_domain``, ``error_above_domain``: log10
           Prot, (BP-RP)0 or log10 e_BPRP_0 beyond the training stars' ranges (the shipped model:
           0.031-172 d, -0.001-4.28 mag, errors up to 0.45 mag). Not aged unless
@@ -139,6 +146,7 @@ class StarInputs:
             log_prot, log_err = np.log10(np.where(fine, prot, np.nan)), np.log10(np.where(fine, err, np.nan))
             add_flag(flags, fine & ((log_prot < d.log10_prot[0]) | (log_prot > d.log10_prot[1])), "period_outside_domain")
             add_flag(flags, ~missing & ((col < d.bprp0[0]) | (col > d.bprp0[1])), "colour_outside_domain")
+            add_flag(flags, ~missing & ((col < PHYSICAL_BPRP0[0]) | (col > PHYSICAL_BPRP0[1])), "colour_impossible")
             add_flag(flags, fine & (log_err > d.log10_e_bprp0[1]), "error_above_domain")
             add_flag(flags, fine & (log_err < d.log10_e_bprp0[0]), "error_below_domain")
         return cls(log_prot, col, np.maximum(log_err, d.log10_e_bprp0[0]), flags, df.index)

@@ -53,6 +53,7 @@ FLAG_MEANINGS = {
     "error_above_domain": "the colour error is larger than any training star's ({err_hi:.3g} mag): no age",
     "error_below_domain": "the colour error is smaller than any training star's: aged with it raised to the "
                           "training floor ({err_lo:.3g} mag), as the model never learned tighter sequences",
+    "colour_impossible": "(BP-RP)0 lies outside -1 - 6 mag, a colour no star has: no age",
     "zero_likelihood": "the posterior is zero at every age of the grid: no age",
     "age_below_calibration": "the 68 % interval reaches below the youngest calibration cluster ({age_lo:.3g} Myr), "
                              "where the flow extrapolates: the interval is open there (its lower end is the grid's, 1 Myr)",
