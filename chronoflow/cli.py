@@ -246,12 +246,11 @@ def _refuse_unused(ctx: typer.Context, method: str, unused: dict[str, tuple[str,
 
 def _read_user_table(file: Optional[Path]):
     """A user's table (any columns), or the published catalogue when no file is given."""
-    from .data.catalogue import load_catalogue, read_table
+    from .data.catalogue import check_table_file, load_catalogue, read_table
 
     if file is None:
         return load_catalogue()
-    if not file.is_file():
-        raise ChronoflowError(f"file not found: {file}")
+    check_table_file(file)  # a folder, an empty file, a duplicated or semicolon-separated header: one line
     try:
         return read_table(file)
     except Exception as exc:

@@ -279,3 +279,24 @@ def test_age_stars_counts_aged_stars_not_rows(tmp_path):
     pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 1.0], "e_BPRP_0": [0.02] * 3}).to_csv(src, index=False)
     res = _run("age-stars", str(src), "--out", str(dst), "--no-progress")
     assert res.returncode == 0 and "aged 2 of 3 rows (1 without an age" in " ".join(res.stdout.split())
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("Prot,Prot,BPRP_0,e_BPRP_0\n8,9,1.2,0.02\n", "s.csv: column 'Prot' appears more than once in the header"),
+    ("Prot;BPRP_0;e_BPRP_0\n8;1.2;0.02\n", "s.csv looks semicolon-separated"),
+    ("", "is empty; allowed: a CSV, Parquet or FITS table with a header row"),
+    (None, "is a folder, not a table file"),
+])  # fmt: skip
+@pytest.mark.parametrize("scheduler", ["streaming", "memory"])
+def test_tables_that_cannot_be_read_as_meant_are_refused_in_one_line(monkeypatch, capsys, tmp_path, content, expected, scheduler):
+    """A duplicated header used to be aged with the first column (pandas renamed the second
+    Prot.1); a folder said "file not found"; a semicolon-separated file reported three missing
+    columns; an empty file leaked pandas' exception name."""
+    src = tmp_path / "s.csv"
+    if content is None:
+        src.mkdir()
+    else:
+        src.write_text(content)
+    code, _, err = _main(monkeypatch, capsys, "age-stars", str(src), "--out", str(tmp_path / "o.csv"), "--scheduler", scheduler)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Error:" not in err
+    assert expected in " ".join(err.split())

@@ -26,6 +26,7 @@ from ..errors import CatalogueError, first_line
 from .tables import UNITS, like_input, to_frame
 
 __all__ = [
+    "check_table_file",
     "CATALOGUE_ENV",
     "COLUMNS",
     "MINIMAL_COLUMNS",
@@ -113,10 +114,41 @@ CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na"
                                     **({"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {})}
 
 
+def check_table_file(path: str | os.PathLike) -> None:
+    """Refuse, in one line, a file that cannot be a table of stars: a folder, a missing or empty
+    file, and for CSV a header with a duplicated column (pandas would silently rename the second
+    ``Prot`` to ``Prot.1`` and age the first) or a semicolon-separated header.
+
+    Raises
+    ------
+    CatalogueError
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CatalogueError(f"{path} is a folder, not a table file; allowed: a CSV, Parquet or FITS file")
+    if not path.is_file():
+        raise CatalogueError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CatalogueError(f"{path} is empty; allowed: a CSV, Parquet or FITS table with a header row")
+    if path.suffix.lower() in {".parquet", ".pq", ".fits", ".fit"}:
+        return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().strip().lstrip("\ufeff")
+    if ";" in header and "," not in header:
+        raise CatalogueError(f"{path.name} looks semicolon-separated (its header: {header[:60]!r}); chronoflow reads "
+                             "comma-separated CSV: convert it, e.g. pandas.read_csv(FILE, sep=';').to_csv(NEW, index=False)")
+    names = [n.strip().strip('"') for n in header.split(",")]
+    seen = {n for n in names if names.count(n) > 1 and n}
+    if seen:
+        raise CatalogueError(f"{path.name}: column{'s' * (len(seen) > 1)} {', '.join(map(repr, sorted(seen)))} "
+                             f"appear{'s' * (len(seen) == 1)} more than once in the header; allowed: each column once")
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV (``NULL`` or empty = missing), Parquet or FITS table as it is (no schema check;
-    :func:`load_catalogue` validates)."""
+    :func:`load_catalogue` validates). The file is first checked by :func:`check_table_file`."""
     path = Path(path)
+    check_table_file(path)
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return pd.read_parquet(path)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..data.catalogue import CSV_READ_OPTIONS
+from ..data.catalogue import CSV_READ_OPTIONS, check_table_file
 from ..errors import ChronoflowError
 from ..inference.ages import STAR_AGE_COLUMNS
 from ..inference.likelihood import REQUIRED, require_columns
@@ -116,6 +116,7 @@ def read_table_dask(path: str | os.PathLike, *, blocksize: str | int = "4MB"):
         raise ChronoflowError(f"file not found: {path}")
     if path.is_dir() or file_suffix(path, INPUT_SUFFIXES, "input") != ".csv":
         return dd.read_parquet(path, split_row_groups=True)  # one partition per row group
+    check_table_file(path)  # an empty file, a duplicated or semicolon-separated header: one line
     return dd.read_csv(path, blocksize=blocksize, dtype={c: "object" for c in REQUIRED}, **CSV_READ_OPTIONS)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.catalogue import CSV_READ_OPTIONS
+from ..data.catalogue import CSV_READ_OPTIONS, check_table_file
 from ..errors import ChronoflowError, first_line
 from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel
@@ -116,8 +116,7 @@ def table_chunks(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator
     path = Path(path)
     if int(chunk_rows) < 1:
         raise ChronoflowError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if not path.is_file():
-        raise ChronoflowError(f"file not found: {path}")
+    check_table_file(path)
     suffix = file_suffix(path, INPUT_SUFFIXES, "input")
     start = 0
     if suffix == ".csv":
