@@ -201,9 +201,10 @@ def membership_probabilities(df: pd.DataFrame, membership: str | None) -> np.nda
     bad = ~(np.isfinite(p_mem) & (p_mem >= 0) & (p_mem <= 1))
     if bad.any():
         first = df.index[np.flatnonzero(bad)[0]]
+        first = first.item() if hasattr(first, "item") else first  # 11, not np.int64(11)
         raise ChronoflowError(
             f"column {membership!r}: {int(bad.sum())} used stars have a membership that is missing or outside "
-            f"[0, 1] (first at row {first!r}: {p_mem[bad][0]!r}); allowed: a probability in [0, 1]"
+            f"[0, 1] (first at row {first!r}: {float(p_mem[bad][0])!r}); allowed: a probability in [0, 1]"
         )
     return p_mem
 
