@@ -105,7 +105,7 @@ def test_star_rows_are_kept_and_flagged(model):
     )  # fmt: skip
     out = star_ages(df, model=model)
     assert list(out.index) == [10, 11, 12, 13, 14] and out["name"].tolist() == list("abcde")
-    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain", "nonpositive"]
+    assert out["flag"].tolist() == ["", "missing_value", "nonpositive", "colour_outside_domain;colour_impossible", "nonpositive"]
     assert np.isfinite(out.loc[10, "log10_age_median"])
     assert out.loc[[11, 12, 13, 14], "log10_age_median"].isna().all()  # out of the domain: no number
     assert out.loc[10, "log10_age_p16"] < out.loc[10, "log10_age_median"] < out.loc[10, "log10_age_p84"]

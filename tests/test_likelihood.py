@@ -62,4 +62,4 @@ def test_star_flags_on_constructed_rows():
     flags = star_flags(df, model)
     assert flags.index.equals(df.index)
     assert flags.tolist() == ["", "missing_value", "nonpositive", "period_outside_domain", "colour_outside_domain",
-                              "colour_outside_domain,colour_impossible", "error_above_domain", "error_below_domain"]  # fmt: skip
+                              "colour_outside_domain;colour_impossible", "error_above_domain", "error_below_domain"]  # fmt: skip

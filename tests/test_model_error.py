@@ -46,7 +46,7 @@ def test_error_budget_parts_and_flags():
     assert flag == "age_above_calibration" and parts["extrapolation"] == pytest.approx(0.2)
     assert parts["total"] > 0.2
     parts, flag = error_budget(0.1, 0.0, 0.3, None, None, (0.2, 3.6))
-    assert flag == "age_below_calibration,model_error_uncalibrated" and parts["calibrated"] == 0.0
+    assert flag == "age_below_calibration;model_error_uncalibrated" and parts["calibrated"] == 0.0
 
 
 def _loo_table(n=23, seed=0):

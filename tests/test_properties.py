@@ -99,7 +99,7 @@ def expected_flags(df: pd.DataFrame) -> list[str]:
             f.append("error_above_domain")
         if positive and math.log10(err) < d.log10_e_bprp0[0]:
             f.append("error_below_domain")
-        out.append(",".join(f))
+        out.append(";".join(f))
     return out
 
 
@@ -112,11 +112,11 @@ def test_star_ages_keep_every_row_and_flag_by_the_rule(values, kind, include):
     want = expected_flags(df)
     never = ("missing_value", "nonpositive", "colour_impossible") + (() if include else ("period_outside_domain", "colour_outside_domain", "error_above_domain"))
     for got, exp, median, p16, p84 in zip(out["flag"], want, out["log10_age_median"], out["log10_age_p16"], out["log10_age_p84"]):
-        tokens = got.split(",")
+        tokens = got.split(";")
         # the input-domain flags (the rotation flags have their own tests: tests/test_rotation_flags.py)
         domain_part = [t for t in tokens if t and not t.startswith("age_") and t != "zero_likelihood" and t not in ROTATION_FLAGS]
-        assert ",".join(domain_part) == exp
-        aged = not any(t in exp.split(",") for t in never)
+        assert ";".join(domain_part) == exp
+        aged = not any(t in exp.split(";") for t in never)
         if "zero_likelihood" in tokens:  # only where the flow is pushed far outside its domain
             assert include and ("outside_domain" in exp or "above_domain" in exp)
             aged = False

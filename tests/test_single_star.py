@@ -75,7 +75,7 @@ def test_json_has_the_documented_shape(star):
 def test_a_star_without_an_age_gives_nulls_and_says_why():
     res = cf.star_age(500.0, 1.05, device="cpu")  # beyond the training stars' periods
     d = json.loads(res.to_json())  # valid JSON: no NaN
-    assert not res.has_age and "period_outside_domain" in d["flag"].split(",")
+    assert not res.has_age and "period_outside_domain" in d["flag"].split(";")
     assert all(d[key][k] is None for key in ("log10_age_myr", "age_myr", "log10_age_myr_stat") for k in LEVELS)
     text = res.to_text()
     assert "no age" in text and "flag period_outside_domain: the period lies outside the training stars' periods" in text
@@ -91,14 +91,14 @@ def test_text_gives_both_intervals_the_flow_alone_and_the_flags_in_words(star):
     assert f"log10 age/Myr = {q['median']:.3f} (68 %: {q['p16']:.3f} - {q['p84']:.3f}, 95 %: {q['p2.5']:.3f} - {q['p97.5']:.3f})" in text
     assert f"age = {star.age_myr['median']:.0f} Myr (68 %: " in text and "95 %: " in text
     assert "flow posterior alone (without the model-error term), 68 %: " in text and f"{q['stat_p16']:.3f}" in text
-    for name in filter(None, star.flag.split(",")):
+    for name in filter(None, star.flag.split(";")):
         assert f"flag {name}: " in text
     if "model_error_uncalibrated" in star.flag:
         assert "no single-star model-error term" in text
     # flags in words without a model at hand: the numbers are left out, the words kept
     import dataclasses
 
-    bare = dataclasses.replace(star, flow=None, flag="age_above_calibration,error_below_domain")
+    bare = dataclasses.replace(star, flow=None, flag="age_above_calibration;error_below_domain")
     words = bare.flag_meanings()
     assert "{" not in "".join(words.values()) and "oldest calibration cluster" in words["age_above_calibration"]
     # the rotation flags (binarity, ...) in the words of their own module

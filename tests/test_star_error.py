@@ -195,9 +195,9 @@ def test_a_star_with_every_possible_flag_keeps_its_row_and_its_age(model):
                        "non_single_star": [1, 0], "name": ["every", "plain"]}, index=[7, 9])  # fmt: skip
     out = star_ages(df, model=model, device="cpu")
     assert list(out.index) == [7, 9] and out["name"].tolist() == ["every", "plain"]
-    flags = set(out.loc[7, "flag"].split(","))
+    flags = set(out.loc[7, "flag"].split(";"))
     assert {"off_sequence", "hot_star", "weakened_braking", "likely_binary"} <= flags
     assert np.isfinite(out.loc[7, "log10_age_median"])
     alone = star_ages(df.loc[[7]].drop(columns=["ruwe", "non_single_star"]), model=model, device="cpu")
     assert out.loc[7, "log10_age_median"] == pytest.approx(alone.loc[7, "log10_age_median"], abs=1e-9)  # flags never move an age
-    assert not {"off_sequence", "hot_star", "weakened_braking", "likely_binary"} & set(out.loc[9, "flag"].split(","))
+    assert not {"off_sequence", "hot_star", "weakened_braking", "likely_binary"} & set(out.loc[9, "flag"].split(";"))

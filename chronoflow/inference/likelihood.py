@@ -28,6 +28,7 @@ from ..flows.flow import RotationModel
 
 __all__ = [
     "DEFAULT_BACKGROUND",
+    "FLAG_SEP",
     "OUT_OF_DOMAIN_FLAGS",
     "PHYSICAL_BPRP0",
     "REQUIRED",
@@ -43,6 +44,9 @@ __all__ = [
     "unusable",
 ]
 
+#: Separator of the flags in a row's ``flag`` text (``"off_sequence;likely_binary"``): a semicolon,
+#: so that a CSV field of several flags needs no quoting.
+FLAG_SEP = ";"
 #: Columns a table needs for ageing.
 REQUIRED = ("Prot", "BPRP_0", "e_BPRP_0")
 #: The paper's background: uniform in log10 Prot [log10 d] over this range.
@@ -71,13 +75,13 @@ def require_columns(df: pd.DataFrame, columns: tuple[str, ...] = REQUIRED) -> No
 
 
 def add_flag(flags: np.ndarray, mask: np.ndarray, name: str) -> None:
-    """Append ``name`` to the comma-separated flags of the rows in ``mask`` (in place)."""
-    flags[mask] = np.where(flags[mask] == "", name, flags[mask] + "," + name)
+    """Append ``name`` to the flags of the rows in ``mask`` (in place), joined by :data:`FLAG_SEP`."""
+    flags[mask] = np.where(flags[mask] == "", name, flags[mask] + FLAG_SEP + name)
 
 
 def has_flag(flags: pd.Series | np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-    """Rows whose comma-separated flags hold any of ``names``."""
-    pattern = "|".join(rf"(?:^|,){n}(?:,|$)" for n in names)
+    """Rows whose flags (joined by :data:`FLAG_SEP`) hold any of ``names``."""
+    pattern = "|".join(rf"(?:^|{FLAG_SEP}){n}(?:{FLAG_SEP}|$)" for n in names)
     return pd.Series(np.asarray(flags, dtype=object)).str.contains(pattern, regex=True).to_numpy(bool)
 
 
@@ -100,7 +104,7 @@ class StarInputs:
         log10 e_(BP-RP)0 [log10 mag], raised to the training domain's floor
         (``error_below_domain`` rows are aged at the floor).
     flags
-        Comma-separated flags per row ('' when fine), see :func:`star_flags`.
+        Flags per row, joined by :data:`FLAG_SEP` ('' when fine), see :func:`star_flags`.
     index
         The table's index.
 
@@ -119,7 +123,7 @@ class StarInputs:
         """Parse ``Prot`` [d], ``BPRP_0`` [mag], ``e_BPRP_0`` [mag] of ``df`` (text that is not a
         number counts as missing) and flag each row against ``model.domain``.
 
-        Flags (comma-separated):
+        Flags (joined by :data:`FLAG_SEP`, a semicolon):
 
         * ``missing_value``: Prot, BPRP_0 or e_BPRP_0 is missing, infinite or not a number;
           ``nonpositive``: Prot <= 0 d or e_BPRP_0 <= 0 mag; ``colour_impossible``: (BP-RP)0

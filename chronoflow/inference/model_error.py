@@ -169,7 +169,7 @@ def error_budget(
     error_dex : dict
         ``statistical``, ``ensemble``, ``calibrated``, ``extrapolation``, ``model``, ``total``.
     flag : str
-        Comma-separated: ``age_below_calibration``, ``age_above_calibration``,
+        Joined by a semicolon: ``age_below_calibration``, ``age_above_calibration``,
         ``model_error_uncalibrated``; '' when fine.
     """
     stat = 0.5 * (p84 - p16)
@@ -190,4 +190,4 @@ def error_budget(
     model = float(np.sqrt(ens**2 + cal**2 + beyond**2))
     parts = {"statistical": float(stat), "ensemble": ens, "calibrated": cal, "extrapolation": beyond, "model": model,
              "total": float(np.hypot(stat, model))}  # fmt: skip
-    return parts, ",".join(flags)
+    return parts, ";".join(flags)  # likelihood.FLAG_SEP (model_error sits below likelihood)

@@ -28,6 +28,7 @@ from ..flows.artifact import resolve_model
 from ..flows.device import Device, resolve_device
 from ..flows.flow import RotationModel
 from .ages import star_ages, star_error_model
+from .likelihood import FLAG_SEP
 from .posterior import age_grid
 
 __all__ = ["DEFAULT_E_BPRP0", "FLAG_MEANINGS", "LEVELS", "StarAge", "star_age"]
@@ -112,7 +113,7 @@ class StarAge:
         ``stat_p2.5`` ... ``stat_p97.5`` of the flow's posterior alone. NaN when the star has no
         age (see ``flag``). An interval end beyond the calibration ages is the grid's end.
     flag
-        Comma-separated flags of :func:`~chronoflow.inference.ages.star_ages` ('' when fine);
+        Flags (joined by ``;``) of :func:`~chronoflow.inference.ages.star_ages` ('' when fine);
         :meth:`flag_meanings` says what they mean.
     grid
         log10 age grid [log10 Myr] (:func:`~chronoflow.inference.posterior.age_grid`).
@@ -179,7 +180,7 @@ class StarAge:
                        "age_lo": 10 ** d.log10_age_myr[0], "age_hi": 10 ** d.log10_age_myr[1]}  # fmt: skip
         rotation = _rotation_flag_help()
         out = {}
-        for name in filter(None, self.flag.split(",")):
+        for name in filter(None, self.flag.split(FLAG_SEP)):
             if name in FLAG_MEANINGS:
                 text = FLAG_MEANINGS[name]
                 out[name] = text.format(**numbers) if numbers else re.sub(r" \([^()]*\{[^}]*\}[^()]*\)", "", text)
