@@ -118,7 +118,7 @@ EDGE_ROWS = [
     ((8.0, 1.2, 0.02), ""),
     ((500.0, 1.2, 0.02), "period_outside_domain"),  # beyond the training stars' 172 d
     ((0.01, 1.2, 0.02), "period_outside_domain"),  # below their 0.031 d
-    ((8.0, 9.0, 0.02), "colour_outside_domain"),
+    ((8.0, 4.5, 0.02), "colour_outside_domain"),  # beyond the training colours (4.28 mag), a colour stars have
     ((8.0, -0.5, 0.02), "colour_outside_domain"),
     ((8.0, 1.2, 0.9), "error_above_domain"),
     ((8.0, 1.2, 0.001), "error_below_domain"),
