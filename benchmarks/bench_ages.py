@@ -64,8 +64,8 @@ def flow_only_star_ages(df, model, chunk_stars: int = 256) -> dict:
     out = {}
     for start in range(0, len(idx), chunk_stars):
         rows = idx[start : start + chunk_stars]
-        log_post = _ages._star_log_posterior(model, inputs.log_prot[rows], inputs.colour[rows],
-                                             inputs.log_err[rows], grid, 0.0, "adaptive", 96, "cpu")  # fmt: skip
+        log_post = _ages._star_log_likelihood(model, inputs.log_prot[rows], inputs.colour[rows],
+                                              inputs.log_err[rows], grid, "adaptive", 96, "cpu")  # fmt: skip
         out[start] = summarize_posterior(normalize(log_post, grid), grid)
     return out
 

@@ -246,13 +246,14 @@ def _refuse_unused(ctx: typer.Context, method: str, unused: dict[str, tuple[str,
 
 def _read_user_table(file: Optional[Path]):
     """A user's table (any columns), or the published catalogue when no file is given."""
-    from .data.catalogue import check_table_file, load_catalogue, read_table
+    from .data.catalogue import load_catalogue, read_table
 
     if file is None:
         return load_catalogue()
-    check_table_file(file)  # a folder, an empty file, a duplicated or semicolon-separated header: one line
     try:
-        return read_table(file)
+        return read_table(file)  # checks the file first (check_table_file): its refusals are one line already
+    except ChronoflowError:
+        raise
     except Exception as exc:
         raise ChronoflowError(f"could not read {file}: {type(exc).__name__}: {first_line(exc)}") from None
 

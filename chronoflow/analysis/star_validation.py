@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.catalogue import training_sample
-from ..inference.ages import star_ages
+from ..inference.ages import open_interval_ends, star_ages
 from ..inference.posterior import age_grid, quantiles
 from ..inference.star_error import SHIPPED_FORM, StarErrorModel, fit_star_error, pit_values
 
@@ -35,6 +35,7 @@ __all__ = [
     "cross_fit_star_error",
     "interval_scores",
     "star_loo_posteriors",
+    "star_rows",
     "star_weights",
 ]
 
@@ -85,16 +86,22 @@ def star_loo_posteriors(
         stars = kept[kept["cluster"] == name]
         table, post = star_ages(stars, model=model, grid=grid, return_posteriors=True, model_error=False)
         aged = table["log10_age_median"].notna().to_numpy()
-        post = post[aged]
-        truth = np.log10(stars["fiducial_age_Myr"].to_numpy(float))[aged]
-        lo, hi = model.domain.log10_age_myr
-        rows.append(pd.DataFrame({
-            "cluster": name, "GaiaDR3_ID": stars["GaiaDR3_ID"].to_numpy()[aged], "truth": truth,
-            "colour": stars["BPRP_0"].to_numpy(float)[aged], "median": quantiles(post, grid, (0.5,))[:, 0],
-            "pit": pit_values(post, grid, truth), "calib_lo": lo, "calib_hi": hi, "n_cluster": int(aged.sum()),
-        }))  # fmt: skip
-        posts.append(post)
+        rows.append(star_rows(name, stars[aged], np.log10(stars["fiducial_age_Myr"].to_numpy(float))[aged], post[aged], grid,
+                              model.domain.log10_age_myr))  # fmt: skip
+        posts.append(post[aged])
     return pd.concat(rows, ignore_index=True), np.concatenate(posts)
+
+
+def star_rows(cluster: str, stars: pd.DataFrame, truth: np.ndarray, post: np.ndarray, grid: np.ndarray,
+              calibrated: tuple[float, float]) -> pd.DataFrame:  # fmt: skip
+    """The per-star table of :func:`star_loo_posteriors` for one held-out cluster: its aged
+    ``stars`` (catalogue rows), their true log ages [log10 Myr], out-of-sample posteriors ``post``
+    on ``grid`` and the fold's calibration ages ``(lo, hi)`` [log10 Myr]."""
+    return pd.DataFrame({
+        "cluster": cluster, "GaiaDR3_ID": stars["GaiaDR3_ID"].to_numpy(), "truth": truth,
+        "colour": stars["BPRP_0"].to_numpy(float), "median": quantiles(post, grid, (0.5,))[:, 0],
+        "pit": pit_values(post, grid, truth), "calib_lo": calibrated[0], "calib_hi": calibrated[1], "n_cluster": len(stars),
+    })  # fmt: skip
 
 
 def interval_scores(stars: pd.DataFrame, post: np.ndarray, grid: np.ndarray) -> pd.DataFrame:
@@ -104,15 +111,12 @@ def interval_scores(stars: pd.DataFrame, post: np.ndarray, grid: np.ndarray) -> 
     Returns ``in68``, ``in95``, ``half_width`` ((p84 - p16) / 2 [dex]), ``abs_error`` (|median -
     truth| [dex]) and ``honest_median`` [log10 Myr], indexed like ``stars``."""
     q = quantiles(post, grid, _LEVELS)
-    lo, hi = stars["calib_lo"].to_numpy(float), stars["calib_hi"].to_numpy(float)
-    for j in (0, 1):
-        q[:, j] = np.where(q[:, j] < lo, grid[0], q[:, j])
-    for j in (3, 4):
-        q[:, j] = np.where(q[:, j] > hi, grid[-1], q[:, j])
+    s = dict(zip(("p2.5", "p16", "median", "p84", "p97.5"), q.T.copy()))
+    open_interval_ends(s, grid, (stars["calib_lo"].to_numpy(float), stars["calib_hi"].to_numpy(float)))
     t = stars["truth"].to_numpy(float)
     return pd.DataFrame({
-        "in68": (q[:, 1] <= t) & (t <= q[:, 3]), "in95": (q[:, 0] <= t) & (t <= q[:, 4]),
-        "half_width": 0.5 * (q[:, 3] - q[:, 1]), "abs_error": np.abs(q[:, 2] - t), "honest_median": q[:, 2],
+        "in68": (s["p16"] <= t) & (t <= s["p84"]), "in95": (s["p2.5"] <= t) & (t <= s["p97.5"]),
+        "half_width": 0.5 * (s["p84"] - s["p16"]), "abs_error": np.abs(s["median"] - t), "honest_median": s["median"],
     }, index=stars.index)  # fmt: skip
 
 

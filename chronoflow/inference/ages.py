@@ -98,9 +98,9 @@ def model_error_curve(model: RotationModel) -> ModelErrorCurve | None:
 _GH_NODES = 7
 
 
-def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_nodes, device, sigma_log_prot=None):
-    """Unnormalized log posterior of each star on the full grid, ``[stars, ages]``: every grid
-    point (dense), or ``n_nodes`` evenly spaced nodes joined by a cubic spline (adaptive).
+def _star_log_likelihood(model, log_prot, colour, log_err, grid, method, n_nodes, device, sigma_log_prot=None):
+    """Log likelihood of each star on the full grid, ``[stars, ages]``: every grid point
+    (dense), or ``n_nodes`` evenly spaced nodes joined by a cubic spline (adaptive).
 
     With ``sigma_log_prot`` [dex] (> 0 for the stars with a period error), the flow's density is
     convolved with a normal error in log10 Prot by Gauss-Hermite quadrature: each such star is
@@ -119,9 +119,7 @@ def _star_log_posterior(model, log_prot, colour, log_err, grid, logp, method, n_
         values = both[: len(log_prot)]
         quad = both[len(log_prot) :].reshape(len(err), _GH_NODES, len(ages))
         values[err] = logsumexp(quad + (np.log(w) - 0.5 * math.log(math.pi))[None, :, None], axis=1)
-    if method == "dense":
-        return values + logp
-    return interpolate_to_grid(values, ages, grid) + logp
+    return values if method == "dense" else interpolate_to_grid(values, ages, grid)
 
 
 def period_errors(df: pd.DataFrame, column: str = "e_Prot") -> np.ndarray | None:
@@ -163,9 +161,10 @@ def star_error_model(model: RotationModel) -> StarErrorModel | None:
     return StarErrorModel.from_dict(d) if d else None
 
 
-def open_interval_ends(summary: dict[str, np.ndarray], grid: np.ndarray, calibrated: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Set the ends of the 68 % and 95 % intervals that reach beyond the calibration ages to the
-    grid's ends (in place) and return the rows whose 68 % interval does (below, above)."""
+def open_interval_ends(summary: dict[str, np.ndarray], grid: np.ndarray, calibrated: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Set the ends of the 68 % and 95 % intervals that reach beyond the calibration ages
+    ``calibrated = (lo, hi)`` [log10 Myr; scalars, or one value per row] to the grid's ends (in
+    place) and return the rows whose 68 % interval does (below, above)."""
     lo, hi = calibrated
     with np.errstate(invalid="ignore"):
         below, above = summary["p16"] < lo, summary["p84"] > hi
@@ -314,8 +313,8 @@ def star_ages(
     idx = np.flatnonzero(ok)
     for start in range(0, len(idx), int(chunk_stars)):
         rows = idx[start : start + int(chunk_stars)]
-        log_like = _star_log_posterior(model, log_prot[rows], col[rows], log_err[rows], grid, 0.0, method, int(n_nodes), device,
-                                       None if sigma_lp is None else sigma_lp[rows])  # fmt: skip
+        log_like = _star_log_likelihood(model, log_prot[rows], col[rows], log_err[rows], grid, method, int(n_nodes), device,
+                                        None if sigma_lp is None else sigma_lp[rows])  # fmt: skip
         dens = normalize(log_like + logp, grid)
         good = np.isfinite(dens).all(axis=1)
         add_flag(flags, rows[~good], "zero_likelihood")

@@ -22,6 +22,7 @@ __all__ = [
     "Prior",
     "age_grid",
     "cdf",
+    "cdf_quantiles",
     "check_grid",
     "coarse_indices",
     "interpolate_to_grid",
@@ -125,7 +126,11 @@ def cdf(density: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def quantiles(density: np.ndarray, grid: np.ndarray, qs=(0.16, 0.5, 0.84)) -> np.ndarray:
     """Quantiles of grid densities by linear interpolation of the CDF: ``array[..., len(qs)]``."""
-    c = cdf(density, grid)
+    return cdf_quantiles(cdf(density, grid), grid, qs)
+
+
+def cdf_quantiles(c: np.ndarray, grid: np.ndarray, qs=(0.16, 0.5, 0.84)) -> np.ndarray:
+    """:func:`quantiles` from CDFs ``c`` already on the grid (:func:`cdf`)."""
     flat = c.reshape(-1, c.shape[-1])
     out = np.empty((flat.shape[0], len(qs)))
     rows = np.arange(flat.shape[0])

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ChronoflowError
-from .posterior import cdf, quantiles
+from .posterior import cdf, cdf_quantiles
 
 __all__ = ["LEVELS", "SHIPPED_FORM", "StarErrorModel", "monotone_cubic", "fit_star_error", "pit_values", "weighted_quantiles"]
 
@@ -177,9 +177,8 @@ class StarErrorModel:
         if not ok.any():
             return out
         dens = density[ok]
-        med = quantiles(dens, grid, (0.5,))[:, 0]
-        kn = self.knots(med, np.asarray(colour, float)[ok])  # [S, L] u at each level
         u = cdf(dens, grid)  # [S, A]
+        kn = self.knots(cdf_quantiles(u, grid, (0.5,))[:, 0], np.asarray(colour, float)[ok])  # [S, L] u at each level
         # The honest CDF G(F(t)) on the grid, and its density by central differences, so that the
         # adaptive and the dense grids give the same quantiles.
         honest_cdf = monotone_cubic(kn, levels, u)

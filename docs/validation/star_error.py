@@ -53,8 +53,8 @@ def load_stars(curves_file: Path, catalogue_file: Path | None):
     """Per-star table (cluster, truth, colour, ...) and the posteriors, from star_loo's curves."""
     import chronoflow as cf
     from chronoflow.data.catalogue import REVISED_CLUSTERS, training_sample
-    from chronoflow.inference.posterior import age_grid, quantiles
-    from chronoflow.inference.star_error import pit_values
+    from chronoflow.analysis.star_validation import star_rows
+    from chronoflow.inference.posterior import age_grid
 
     saved = np.load(curves_file)
     names = sorted({k.split("/")[0] for k in saved.files})
@@ -70,15 +70,8 @@ def load_stars(curves_file: Path, catalogue_file: Path | None):
         post /= trapezoid(post, grid, axis=1)[:, None]
         truth = saved[f"{c}/truth"]
         ids = saved[f"{c}/ids"]
-        stars = by_id.loc[ids]
-        others = kept[kept["cluster"] != c]
-        calib = np.log10(others["fiducial_age_Myr"].to_numpy(float))
-        med = quantiles(post, grid, (0.5,))[:, 0]
-        rows.append(pd.DataFrame({
-            "cluster": c, "GaiaDR3_ID": ids, "truth": truth, "colour": stars["BPRP_0"].to_numpy(float),
-            "prot": stars["Prot"].to_numpy(float), "median": med, "pit": pit_values(post, grid, truth),
-            "calib_lo": calib.min(), "calib_hi": calib.max(), "n_cluster": len(ids),
-        }))  # fmt: skip
+        calib = np.log10(kept.loc[kept["cluster"] != c, "fiducial_age_Myr"].to_numpy(float))  # the fold's calibration ages
+        rows.append(star_rows(c, by_id.loc[ids].reset_index(), truth, post, grid, (calib.min(), calib.max())))
         posts.append(post)
     return pd.concat(rows, ignore_index=True), np.concatenate(posts), grid
 
