@@ -7,8 +7,11 @@
     the single-star model-error term and flags (the flow's posterior summarized, nothing else:
     ``flow_only_star_ages`` below),
 (c) the naive way: one flow call per grid point per star, like the published code, on a few stars,
-(d) the shipped ensemble against its first member alone (the cost of the ensemble), and against
-    the previous grid implementation (bins-last spline, ``legacy_grid.py``) on the same ensemble,
+(d) the shipped ensemble against its first member alone (the cost of the ensemble), and (d') the
+    stars x ages grid of Praesepe against the model's own ``log_prob`` (nflows' spline transforms,
+    the training path) on the same star-age pairs: the speed of the grid path and its largest
+    difference from the reference (the previous grid implementation is measured by
+    ``experiments/legacy_grid.py``),
 (e) on a machine with a CUDA GPU: (a) and (b) with ``device="cuda"`` against the CPU runs above,
 and the speed ratios between them. (a)-(d) pin ``device="cpu"``. Timings are the best of ``--repeat`` runs (wall clock).
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -34,9 +36,6 @@ from chronoflow.flows.flow import make_context
 from chronoflow.inference.posterior import age_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from legacy_grid import legacy_grid  # noqa: E402
-
 
 cluster_age = partial(_ages.cluster_age, device="cpu")
 star_ages = partial(_ages.star_ages, device="cpu")
@@ -67,6 +66,20 @@ def flow_only_star_ages(df, model, chunk_stars: int = 256) -> dict:
         log_post = _ages._star_log_likelihood(model, inputs.log_prot[rows], inputs.colour[rows],
                                               inputs.log_err[rows], grid, "adaptive", 96, "cpu")  # fmt: skip
         out[start] = summarize_posterior(normalize(log_post, grid), grid)
+    return out
+
+
+def reference_grid(model, log_prot, bprp0, log10_e_bprp0, grid, max_pairs: int = 262_144) -> np.ndarray:
+    """``array[stars, ages]`` of ln p from the model's own ``log_prob`` (nflows' spline transforms,
+    the path training uses) on every star-age pair, ``max_pairs`` pairs at a time: the reference
+    the grid path (``log_prob_grid``) is measured against."""
+    out = np.empty((len(log_prot), len(grid)))
+    step = max(1, max_pairs // len(grid))
+    with torch.no_grad():
+        for i in range(0, len(log_prot), step):
+            rows = slice(i, i + step)
+            ctx = np.stack(np.broadcast_arrays(grid[None, :], bprp0[rows, None], log10_e_bprp0[rows, None]), axis=-1)
+            out[rows] = model.log_prob(np.repeat(log_prot[rows, None], len(grid), axis=1), ctx, check_domain=False)
     return out
 
 
@@ -122,16 +135,18 @@ def main() -> None:
             single = FlowEnsemble([model.members[0]])
             t_c1 = best_of(lambda: cluster_age(df, "Praesepe", model=single), args.repeat)
             t_s1 = best_of(lambda: star_ages(df, model=single), 1)
-            with legacy_grid():
-                t_c_old = best_of(lambda: cluster_age(df, "Praesepe", model=model), args.repeat)
-                t_s_old = best_of(lambda: star_ages(df, model=model), 1)
             k = n_members(model)
             print(f"(d) ensemble of {k}: Praesepe {t_cluster:.3f} s vs its first member alone {t_c1:.3f} s "
                   f"(x{t_cluster / t_c1:.2f} the cost); single stars {n / t_stars:.0f} vs {n / t_s1:.0f} stars/s "
                   f"(x{t_stars / t_s1:.2f})")
-            print(f"    previous grid path on the same ensemble: Praesepe {t_c_old:.3f} s, single stars {n / t_s_old:.0f} "
-                  f"stars/s -> the bins-first path is {t_c_old / t_cluster:.2f}x (cluster) and {t_s_old / t_stars:.2f}x "
-                  f"(stars) faster")
+        used = res.stars[res.stars["used"].to_numpy(bool)]
+        pairs = (np.log10(used["Prot"].to_numpy(float)), used["BPRP_0"].to_numpy(float), np.log10(used["e_BPRP_0"].to_numpy(float)), grid)
+        diff = np.abs(model.log_prob_grid(*pairs, device="cpu") - reference_grid(model, *pairs)).max()
+        t_grid = best_of(lambda: model.log_prob_grid(*pairs, device="cpu"), args.repeat)
+        t_ref = best_of(lambda: reference_grid(model, *pairs), 1)
+        print(f"(d') Praesepe's grid ({len(used)} stars x {len(grid)} ages): grid path {t_grid:.3f} s vs the model's own "
+              f"log_prob (nflows) on the same pairs {t_ref:.3f} s -> the grid path is {t_ref / t_grid:.2f}x faster; "
+              f"largest difference {diff:.1e} nats")
     if torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(0)
         _ages.cluster_age(df, "Praesepe", model=model, device="cuda")  # warm up: copies the model, starts CUDA

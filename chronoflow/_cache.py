@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .errors import CatalogueError, first_line
 
-__all__ = ["cache_dir", "fetch_verified"]
+__all__ = ["cache_dir", "fetch_verified", "file_sha256"]
 
 #: Environment variable that overrides the cache location (useful on clusters and in CI).
 CACHE_ENV = "CHRONOFLOW_CACHE_DIR"
@@ -27,7 +27,8 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("chronoflow", appauthor=False))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in blocks of 1 MiB)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -71,13 +72,13 @@ def fetch_verified(url: str, sha256: str, filename: str, directory: Path | None 
 
     directory = Path(directory) if directory is not None else cache_dir()
     target = directory / filename
-    corrupt = target.is_file() and _sha256(target) != sha256.lower()
+    corrupt = target.is_file() and file_sha256(target) != sha256.lower()
 
     def drop_corrupt() -> str:
         """Remove a cached copy that still fails its checksum; say so in the error message."""
         if not corrupt:
             return ""
-        if target.is_file() and _sha256(target) != sha256.lower():  # not replaced meanwhile
+        if target.is_file() and file_sha256(target) != sha256.lower():  # not replaced meanwhile
             target.unlink(missing_ok=True)
         return f"; the cached copy {target} failed its checksum and was removed"
 

@@ -171,49 +171,13 @@ def train_command(
 
 
 def _print_card(card: dict) -> None:
-    arch = card["architecture"]
+    from .flows.card import card_rows
+
     table = Table(title="chronoflow model card", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    rows = [
-        ("created", card.get("created", "?")),
-        ("chronoflow / torch / nflows", f"{card.get('chronoflow_version')} / {card.get('torch_version')} / {card.get('nflows_version')}"),
-        ("architecture", f"{arch['kind']}: {arch['n_transforms']} transforms x {arch['n_bins']} bins, MLP {arch['n_hidden_layers']}x{arch['hidden']}, tails +-{arch['tail_bound']:g}"),
-        ("parameters", str(card.get("n_parameters"))),
-        ("training catalogue", f"{card.get('catalogue_file')} (file sha256 {card.get('catalogue_file_sha256')})"),
-        ("training stars / clusters", f"{card.get('n_training_stars')} / {len(card.get('clusters', []))}"),
-        ("seed", str(card.get("training", {}).get("seed"))),
-        ("validation clusters", ", ".join(card.get("split", {}).get("val_clusters", [])) or "-"),
-        ("epochs (split best / final)", f"{card.get('epochs', {}).get('flow_split_best')} / {card.get('epochs', {}).get('final')}"),
-    ]
-    dom = card["training_domain"]
-    rows.append(("domain: log10 age [Myr]", "{:.3f} - {:.3f}".format(*dom["log10_age_myr"])))
-    rows.append(("domain: (BP-RP)0 [mag]", "{:.3f} - {:.3f}".format(*dom["bprp0"])))
-    rows.append(("domain: log10 e_(BP-RP)0", "{:.3f} - {:.3f}".format(*dom["log10_e_bprp0"])))
-    for name in ("flow", "baseline"):
-        v = card.get("validation", {}).get(name)
-        if v:
-            rows.append(
-                (f"held-out NLL ({name})", f"{v['nll']:.4f} nats/star; PIT KS {v['pit_ks']:.3f}, coverage 68% {v['coverage_68']:.3f}, 95% {v['coverage_95']:.3f}")
-            )
-    ens = card.get("ensemble")
-    if ens:
-        rows.append(("ensemble", f"{ens['n_members']} members, seeds {', '.join(map(str, ens['seeds']))}, bootstrap {ens['bootstrap']!r}"))
-        rows.append(("member epochs (final)", ", ".join(str(m["epochs"]["final"]) for m in ens["members"])))
-    train_cfg = card.get("training", {})
-    rows.append(("regularization", f"age-label noise {train_cfg.get('age_noise_dex', 0.0):g} dex, weight decay {train_cfg.get('weight_decay', 0.0):g}"))
-    me = card.get("model_error")
-    if me:
-        m = me.get("loo_metrics", {})
-        rows.append(("model error", f"calibrated on {me['curve']['n_clusters']} leave-one-out clusters ({me.get('source', '')})"))
-        if m:
-            rows.append(("leave-one-out (23 clusters)", f"rms {m['rms_all_dex']:.3f} dex, median |res| {m['median_abs_all_dex']:.3f} dex, "
-                         f"coverage of the total error {m['coverage_total_all']:.2f}, median total {m['median_total_all_dex']:.3f} dex"))
-    else:
-        rows.append(("model error", "not calibrated (run `chronoflow validate loo --calibrate FILE`)"))
-    rows.append(("training wall time", f"{card.get('wall_time_s')} s"))
-    for k, v in rows:
-        table.add_row(k, str(v))
+    for k, v in card_rows(card):
+        table.add_row(k, v)
     out.print(table)
 
 
@@ -474,9 +438,11 @@ def tracks_command(
 
 
 def _write_table(df, path: Path) -> None:
+    from .data.catalogue import CSV_NULL
+
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False, na_rep="NULL")
+        df.to_csv(path, index=False, na_rep=CSV_NULL)
     elif suffix == ".parquet":
         df.to_parquet(path, index=False, row_group_size=100_000)  # row groups: chunks for streaming and Dask
     else:
@@ -541,7 +507,8 @@ def validate_budgets(
 
     import pandas as pd
 
-    from .analysis.budgets import budget_table, budgets_report, describe_sweep, with_total_relative
+    from .analysis.budgets import budget_table, with_total_relative
+    from .analysis.reports import budgets_report, describe_sweep
     from .data.catalogue import load_catalogue
 
     if loo is not None and not loo.is_file():
@@ -582,12 +549,12 @@ def validate_loo(
     """Leave-one-cluster-out: retrain the whole recipe without each cluster, age it, calibrate the model error."""
     import pandas as pd
 
+    from .analysis.reports import loo_report
     from .analysis.validation import (
         calibrate_loo,
         describe_recipe,
         leave_one_out,
         loo_metrics,
-        loo_report,
     )
     from .data.catalogue import load_catalogue
     from .flows.artifact import load_model, save_model
@@ -647,7 +614,8 @@ def validate_ppc(
     plot: Optional[Path] = typer.Option(None, "--plot", callback=_check_output, help="Save a heat map of the KS distances."),
 ) -> None:
     """Posterior predictive check: KS distance of observed vs model log Prot per cluster and colour bin."""
-    from .analysis.calibration import ppc_report, predictive_check
+    from .analysis.calibration import predictive_check
+    from .analysis.reports import ppc_report
     from .data.catalogue import load_catalogue
     from .flows.artifact import load_model
 
@@ -675,7 +643,8 @@ def validate_coverage(
     """Coverage of the fast 68 % / 95 % age intervals on synthetic clusters and single stars."""
     import time
 
-    from .analysis.calibration import age_coverage, coverage_report
+    from .analysis.calibration import age_coverage
+    from .analysis.reports import coverage_report
     from .flows.artifact import load_model
 
     t0 = time.perf_counter()

@@ -17,10 +17,10 @@ PACKAGE = Path(cf.__file__).parent
 LAYERS = [
     ("", {"_version", "errors", "_cache"}),
     ("data", {"catalogue", "extinction", "tables"}),
-    ("flows", {"device", "flow", "flow_ops", "training", "ensemble", "artifact"}),
+    ("flows", {"device", "flow", "card", "flow_ops", "training", "ensemble", "artifact"}),
     ("inference", {"likelihood", "posterior", "model_error", "star_error", "rotation_flags", "ages", "single_star",
                    "hierarchical"}),
-    ("analysis", {"forward", "systematics", "validation", "calibration", "budgets", "star_validation"}),
+    ("analysis", {"forward", "systematics", "validation", "calibration", "budgets", "star_validation", "reports"}),
     ("scale", {"streaming", "dask_backend"}),
     ("", {"plotting", "cli"}),
 ]

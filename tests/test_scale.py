@@ -229,3 +229,46 @@ def test_cli_dask_local_cluster(survey_csv, in_memory, tmp_path, dask_dataframe,
     n_aged = int(pd.read_parquet(tmp_path / "ages.parquet")["log10_age_median"].notna().sum())
     assert f"aged {n_aged} of 203 rows" in " ".join(res.output.split())
     _same_answer(pd.read_parquet(tmp_path / "ages.parquet"), in_memory)
+
+
+def test_read_table_dask_known_answers(tmp_path, dask_dataframe, distributed):
+    """read_table_dask on files written here: the ageing columns come as the text written (NULL and
+    empty fields missing, "NA" a name), other columns parsed, rows in order across partitions; a
+    Parquet file gives one partition per row group; bad paths are refused in one line."""
+    from chronoflow.scale.dask_backend import read_table_dask
+
+    rows = [("8.5", "1.0", "0.02", "a", "14.0"), ("NULL", "1.2", "0.03", "NA", "15.5"), ("abc", "0.9", "", "c", "NULL"),
+            ("12", "1.5", "0.05", "d", "16.0")] * 10  # 40 rows of 17-22 bytes: several 200-byte blocks  # fmt: skip
+    csv = tmp_path / "stars.csv"
+    csv.write_text("Prot,BPRP_0,e_BPRP_0,name,G_0\n" + "".join(",".join(r) + "\n" for r in rows))
+    ddf = read_table_dask(csv, blocksize=200)
+    assert ddf.npartitions >= 3
+    got = ddf.compute(scheduler="sync").reset_index(drop=True)
+    assert list(got.columns) == ["Prot", "BPRP_0", "e_BPRP_0", "name", "G_0"] and len(got) == 40
+    # text (converted per partition by age_chunk, so "abc" becomes a flag, not a failed job)
+    assert got["Prot"].fillna("<missing>").tolist() == ["8.5", "<missing>", "abc", "12"] * 10
+    assert got["BPRP_0"].tolist() == ["1.0", "1.2", "0.9", "1.5"] * 10
+    assert got["e_BPRP_0"].fillna("<missing>").tolist() == ["0.02", "0.03", "<missing>", "0.05"] * 10
+    assert got["name"].fillna("<missing>").tolist() == ["a", "NA", "c", "d"] * 10  # "NA" is a name, not a missing value
+    np.testing.assert_array_equal(got["G_0"].to_numpy(float), [14.0, 15.5, np.nan, 16.0] * 10)
+    # a trailing comma on every data row: the fields stay under their header
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("Prot,BPRP_0,e_BPRP_0\n8.5,1.0,0.02,\n12,1.5,0.05,\n")
+    t = read_table_dask(trailing).compute(scheduler="sync")
+    assert t["Prot"].tolist() == ["8.5", "12"] and t["e_BPRP_0"].tolist() == ["0.02", "0.05"]
+    # Parquet: 5 rows in row groups of 2 -> 3 partitions, values as written; a directory of parts too
+    frame = pd.DataFrame({"Prot": [8.5, 3.0, np.nan, 12.0, 1.1], "BPRP_0": [1.0, 0.8, 1.2, 1.5, 2.0], "e_BPRP_0": 0.02})
+    frame.to_parquet(tmp_path / "stars.parquet", row_group_size=2, index=False)
+    pq = read_table_dask(tmp_path / "stars.parquet")
+    assert pq.npartitions == 3
+    pd.testing.assert_frame_equal(pq.compute(scheduler="sync").reset_index(drop=True), frame)
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:3].to_parquet(tmp_path / "parts" / "part.0.parquet", index=False)
+    frame.iloc[3:].to_parquet(tmp_path / "parts" / "part.1.parquet", index=False)
+    pd.testing.assert_frame_equal(read_table_dask(tmp_path / "parts").compute(scheduler="sync").reset_index(drop=True), frame)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "stars.txt").write_text("Prot\n1\n")
+    for path, pattern in ((tmp_path / "missing.csv", "file not found"), (tmp_path / "empty.csv", "is empty"),
+                          (tmp_path / "stars.txt", "unknown input format '.txt'")):  # fmt: skip
+        with pytest.raises(ChronoflowError, match=pattern):
+            read_table_dask(path)

@@ -22,7 +22,7 @@ from ..inference.ages import cluster_age, star_ages
 from ..inference.posterior import age_grid, quantiles
 from .forward import synthetic_cluster
 
-__all__ = ["COLOUR_BINS", "age_coverage", "coverage_report", "ppc_report", "predictive_check"]
+__all__ = ["COLOUR_BINS", "age_coverage", "predictive_check"]
 
 #: Default colour bins [mag]: F/G, K, early M, M dwarfs.
 COLOUR_BINS = (0.0, 0.8, 1.2, 1.8, 2.6, 4.3)
@@ -143,40 +143,3 @@ def age_coverage(
             "median_abs_error_dex": float(np.median(np.abs(q[:, 2] - star_truth))),
         }
     return out
-
-
-def ppc_report(table: pd.DataFrame) -> str:
-    """The markdown table of :func:`predictive_check` (``chronoflow validate ppc``), ending with a
-    one-line summary: bins, median KS distance, bins with p < 0.01."""
-    lines = ["| cluster | fiducial [Myr] | (BP-RP)0 bin [mag] | N | KS distance | p-value |", "|---|---:|---|---:|---:|---:|"]
-    lines += [f"| {r.cluster} | {r.fiducial_age_myr:g} | {r.colour_lo:g} - {r.colour_hi:g} | {r.n} | {r.ks:.3f} | {r.p_value:.3g} |"
-              for r in table.itertuples()]  # fmt: skip
-    lines += ["", f"{len(table)} cluster-colour bins; median KS distance {table['ks'].median():.3f}; "
-              f"bins with p < 0.01: {int((table['p_value'] < 0.01).sum())}"]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def coverage_report(coverage: dict, *, sample: str, note: str = "") -> str:
-    """The markdown table of :func:`age_coverage` (``chronoflow validate coverage``).
-
-    Parameters
-    ----------
-    coverage
-        The result of :func:`age_coverage`.
-    sample
-        How the synthetic clusters were made (the first column of their row).
-    note
-        Appended to the closing line (seed, run time).
-    """
-    c, st = coverage["clusters"], coverage["single_stars"]
-    wide = coverage.get("single_stars_default_prior")
-    lines = [
-        "| sample | N | in 68 % interval | in 95 % interval | median abs error [dex] |",
-        "|---|---:|---:|---:|---:|",
-        f"| clusters ({sample}) | {c['n']} | {c['coverage_68']:.3f} | {c['coverage_95']:.3f} | {c['median_abs_error_dex']:.3f} |",
-        f"| single stars, prior log-flat on the truth range | {st['n']} | {st['coverage_68']:.3f} | {st['coverage_95']:.3f} | {st['median_abs_error_dex']:.3f} |",
-        *([f"| single stars, default prior (log-flat on the whole grid) | {wide['n']} | {wide['coverage_68']:.3f} | {wide['coverage_95']:.3f} | {wide['median_abs_error_dex']:.3f} |"]
-          if wide else []),
-        "", f"Median 68 % width of the cluster intervals: {c['median_width_68_dex']:.3f} dex.{' ' + note if note else ''}",
-    ]
-    return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ import pandas as pd
 from .._cache import cache_dir
 from .._version import __version__
 from ..errors import ChronoflowError, DomainError
-from ..flows.artifact import resolve_model
+from ..flows.artifact import resolve_model, weights_sha256
 from ..flows.ensemble import card_members, n_members
 from ..flows.flow import FlowConfig, RotationModel
 from ..flows.training import TrainConfig, catalogue_sha256, train
@@ -100,15 +100,14 @@ def model_fingerprint(model: RotationModel) -> str:
     """sha256 of a model's weights, architecture, standardization and training domain.
 
     Two models with any different number get different fingerprints, whether or not they were
-    saved (a card's ``weights_sha256`` is copied by fine-tunes and missing on unsaved models, so
-    it cannot key a cache).
+    saved: the weights enter as :func:`~chronoflow.flows.artifact.weights_sha256` of the model's
+    tensors as they are now (a card's ``weights_sha256`` is missing on unsaved models and stale
+    on edited ones, so it cannot key a cache).
     """
     h = hashlib.sha256()
     for part in (getattr(model, "members", None) or [model]):
         h.update(json.dumps([part.config.to_dict(), part.scaling.to_dict(), part.domain.to_dict()], sort_keys=True).encode())
-        for key, tensor in sorted(part.state_dict().items()):
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(weights_sha256(model.state_dict()).encode())
     return h.hexdigest()
 
 

@@ -32,7 +32,7 @@ from ..inference.model_error import (
     error_budget,
 )
 
-__all__ = ["calibrate_loo", "describe_recipe", "fold_model", "leave_one_out", "loo_metrics", "loo_report", "loo_rms"]
+__all__ = ["calibrate_loo", "describe_recipe", "fold_model", "leave_one_out", "loo_metrics", "loo_rms"]
 
 
 def fold_model(catalogue: pd.DataFrame, name: str, flow_config: FlowConfig, config: TrainConfig, epochs: list[int],
@@ -250,18 +250,6 @@ def loo_rms(table: pd.DataFrame) -> dict[str, float]:
     return {"rms_all_dex": float(np.sqrt(np.mean(res**2))), "rms_without_revised_dex": float(np.sqrt(np.mean(res[keep] ** 2)))}
 
 
-_METRIC_ROWS = (
-    ("rms residual, 23 clusters [dex]", "rms_all_dex", ".3f"),
-    ("rms residual, 21 interior [dex]", "rms_interior_dex", ".3f"),
-    ("median abs residual, 23 clusters [dex]", "median_abs_all_dex", ".3f"),
-    ("median abs residual, 21 interior [dex]", "median_abs_interior_dex", ".3f"),
-    ("coverage of the statistical error, 23 clusters", "coverage_statistical_all", ".2f"),
-    ("coverage of the total error, 23 clusters", "coverage_total_all", ".2f"),
-    ("coverage of the total error, 21 interior", "coverage_total_interior", ".2f"),
-    ("median total error, 23 clusters [dex]", "median_total_all_dex", ".3f"),
-)
-
-
 def describe_recipe(flow_config: FlowConfig, config: TrainConfig, *, n_members: int, n_total: int,
                     bootstrap: str | None, epochs: list[int]) -> str:
     """One line naming the training recipe a leave-one-out run retrained: architecture, members
@@ -270,61 +258,3 @@ def describe_recipe(flow_config: FlowConfig, config: TrainConfig, *, n_members: 
     return (f"architecture {flow_config.to_dict()}; {n_members} of {n_total} members per fold "
             f"(bootstrap {bootstrap!r}, seeds {config.seed}-{config.seed + n_members - 1}), epochs {list(epochs)}; "
             f"age-label noise {config.age_noise_dex:g} dex, weight decay {config.weight_decay:g}")  # fmt: skip
-
-
-def loo_report(table: pd.DataFrame, metrics: dict[str, float], *, recipe: str, figure: str | None = None,
-               before: pd.DataFrame | None = None, by_members: dict[int, dict[str, float]] | None = None) -> str:
-    """The markdown page ``chronoflow validate loo`` writes: per-cluster table and summary figures.
-
-    ``before`` (an earlier leave-one-out table) adds a column of its figures beside the new ones;
-    a table without ``total_dex`` is calibrated here the same way, so the coverages compare.
-    ``by_members`` (member count -> :func:`loo_metrics`) adds a table of the figures against K.
-    """
-    lines = [
-        "# Leave-one-cluster-out cluster ages",
-        "",
-        "Written by `chronoflow validate loo`: for each cluster the whole recipe (every ensemble member) is retrained "
-        "without it (published cuts, no inner validation split, each member's early-stopped epoch count) and the "
-        "cluster is aged with the fast method. Residual = log10(median model age / fiducial age). The total error is "
-        "the one the package would have quoted: statistical ((p84 - p16)/2) and model (ensemble spread, the "
-        "model-error term calibrated on the *other* clusters' residuals, extrapolation beyond the calibration ages) "
-        "in quadrature. '(revised)': the ChronoFlow paper revised the fiducial age of this cluster; such clusters "
-        "enter no calibration and no summary figure.",
-        "",
-    ]
-    if figure:
-        lines += [f"![Leave-one-out ages against fiducial ages]({figure})", ""]
-    rows_before = None
-    if before is not None:
-        prev = before[before["n_members"] == before["n_members"].max()] if "n_members" in before else before
-        rows_before = loo_metrics(prev if "total_dex" in prev else calibrate_loo(prev)[0])
-    if rows_before:
-        lines += ["'before': the earlier table given with `--before`, calibrated here the same way (its error bars were "
-                  "the statistical ones alone, whose coverage is the 'statistical' row). 'now': this run.", ""]
-    head = "| figure | before | now |" if rows_before else "| figure | value |"
-    lines += [head, "|---|---:|---:|" if rows_before else "|---|---:|"]
-    for label, key, fmt in _METRIC_ROWS:
-        now = format(metrics[key], fmt)
-        lines.append(f"| {label} | {format(rows_before[key], fmt)} | {now} |" if rows_before else f"| {label} | {now} |")
-    if by_members:
-        ks = sorted(by_members)
-        lines += ["", "The same folds aged by the first k members of each fold's ensemble:", "",
-                  "| figure | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
-        for label, key, fmt in _METRIC_ROWS:
-            lines.append(f"| {label} | " + " | ".join(format(by_members[k][key], fmt) for k in ks) + " |")
-    lines += [
-        "",
-        "| cluster | N used | fiducial [Myr] | median [Myr] | residual [dex] | statistical [dex] | ensemble [dex] | "
-        "calibrated [dex] | total [dex] | inside total | flag |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
-    ]
-    for r in table.itertuples():
-        mark = " (revised)" if r.revised_in_paper else ""
-        lines.append(
-            f"| {r.cluster}{mark} | {r.n_used} | {r.fiducial_age_myr:g} | {10 ** r.log10_age_median:.1f} | "
-            f"{r.residual_dex:+.3f} | {r.statistical_dex:.3f} | {getattr(r, 'ensemble_dex', 0.0):.3f} | "
-            f"{r.calibrated_dex:.3f} | {r.total_dex:.3f} | {'yes' if r.inside_total else 'no'} | "
-            f"{r.flag if isinstance(r.flag, str) else ''} |"
-        )
-    lines += ["", f"Recipe: {recipe}.", ""]
-    return "\n".join(lines)

@@ -10,7 +10,6 @@ downloaded once into the user cache with a pinned checksum.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._cache import fetch_verified
+from .._cache import fetch_verified, file_sha256
 from ..errors import CatalogueError, first_line
 from .tables import UNITS, like_input, to_frame
 
@@ -106,11 +105,17 @@ def catalogue_registry() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+#: The catalogue's missing value in CSV files (written for every missing value, read as missing).
+CSV_NULL = "NULL"
+
 #: How CSV files are read: ``NULL`` (the catalogue's missing value) or an empty field is missing;
 #: keep_default_na=False keeps names like "NA" intact. pandas 2's default number parser is off by
 #: an ulp for some values; "round_trip" parses to the nearest float, as pandas 3 does by default
 #: (it deprecates the option), so both read the same table (and the same content checksum).
-CSV_READ_OPTIONS: dict[str, Any] = {"na_values": ["NULL", ""], "keep_default_na": False,
+#: index_col=False: a data row with more fields than the header (a trailing comma) is read into
+#: the header's columns; by default pandas would make the first fields the index and shift every
+#: column one place left (Prot read from the BPRP_0 field).
+CSV_READ_OPTIONS: dict[str, Any] = {"na_values": [CSV_NULL, ""], "keep_default_na": False, "index_col": False,
                                     **({"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {})}
 
 
@@ -222,7 +227,7 @@ def load_catalogue(
         validate_catalogue(df)
     # Provenance travels with the table: training records it in the model card.
     df.attrs["source"] = path.name
-    df.attrs["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    df.attrs["sha256"] = file_sha256(path)
     df.attrs["n_rows"] = len(df)
     return df
 
@@ -535,7 +540,7 @@ def save_catalogue(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
         raise CatalogueError(f"{path} exists; pass overwrite=True to replace it")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False, na_rep="NULL")
+        df.to_csv(path, index=False, na_rep=CSV_NULL)
     elif suffix in {".parquet", ".pq"}:
         df.to_parquet(path, index=False)
     elif suffix in {".fits", ".fit"}:

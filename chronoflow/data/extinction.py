@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "A0_RANGE", "BPRP0_RANGE", "R_V", "DeredFlag", "DeredResult", "DustMapMissingError",
-    "ExtinctionConvergenceError", "ExtinctionConvergenceWarning", "ExtinctionRangeWarning",
+    "ExtinctionConvergenceWarning", "ExtinctionRangeWarning",
     "deredden_bprp", "deredden_table", "extinction_coefficients", "extinction_from_dustmap",
 ]  # fmt: skip
 
@@ -62,14 +62,6 @@ _COEFFS: dict[str, tuple[float, ...]] = {
 
 class DustMapMissingError(ChronoflowError):
     """A dust map's data files are not on disk; the message gives the command that fetches them."""
-
-
-class ExtinctionConvergenceError(ChronoflowError):
-    """The de-reddening solve did not converge.
-
-    Kept for code that catches it: :func:`deredden_bprp` no longer raises it, it flags the star
-    ``NOT_CONVERGED`` and warns with :class:`ExtinctionConvergenceWarning` instead.
-    """
 
 
 class ExtinctionConvergenceWarning(UserWarning):

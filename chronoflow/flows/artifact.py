@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
+from .card import MODEL_FORMAT, MODEL_FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from .flow import (
     FlowConfig,
     RotationModel,
@@ -35,10 +36,6 @@ __all__ = ["DEFAULT_MODEL", "MODEL_ENV", "default_model_path", "load_model", "re
 DEFAULT_MODEL = "default.pt"
 #: Environment variable naming a model file to use instead of the shipped one.
 MODEL_ENV = "CHRONOFLOW_MODEL"
-_FORMAT = "chronoflow-model"
-_FORMAT_VERSION = 2
-#: Format versions this release reads (1: a single flow; 2: a single flow or an ensemble).
-_READABLE_VERSIONS = (1, 2)
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -69,8 +66,8 @@ def save_model(model: RotationModel, path: str | os.PathLike, card: dict[str, An
     """
     card = dict(card if card is not None else getattr(model, "card", {}))
     card.update(
-        format=_FORMAT,
-        format_version=_FORMAT_VERSION,
+        format=MODEL_FORMAT,
+        format_version=MODEL_FORMAT_VERSION,
         architecture=model.config.to_dict(),
         standardization=model.scaling.to_dict(),
         training_domain=model.domain.to_dict(),
@@ -145,12 +142,12 @@ def _load_cached(path_str: str, mtime: float) -> RotationModel:
         state = payload["state_dict"]
     except Exception as exc:
         raise ModelError(f"{path} is corrupted or not a chronoflow model ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if card.get("format") != _FORMAT:
+    if card.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path} is not a chronoflow model (format {card.get('format')!r})")
-    if card.get("format_version") not in _READABLE_VERSIONS:
+    if card.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ModelError(
             f"{path} has model format version {card.get('format_version')}; this chronoflow reads versions "
-            f"{_READABLE_VERSIONS} (upgrade chronoflow or retrain the model)"
+            f"{READABLE_FORMAT_VERSIONS} (upgrade chronoflow or retrain the model)"
         )
     if weights_sha256(state) != card.get("weights_sha256"):
         raise ModelError(f"{path} is corrupted: its weights do not match the checksum in its card")

@@ -15,7 +15,6 @@ one model with one card.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ChronoflowError
-from .flow import FlowConfig, RotationModel
+from .flow import FlowConfig, RotationModel, log_mean_exp
 from .training import TrainConfig, TrainResult, train
 
 __all__ = ["DEFAULT_MEMBERS", "FlowEnsemble", "card_members", "member_log_prob_grid", "n_members", "train_ensemble"]
@@ -69,12 +68,7 @@ class FlowEnsemble(RotationModel):
         :meth:`RotationModel.log_prob` for shapes and units)."""
         if check_domain:
             self.warn_outside_domain(np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context, dtype=float))
-        parts = [m.log_prob(log_prot, context, check_domain=False) for m in self.members]
-        if isinstance(parts[0], torch.Tensor):
-            return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(parts))
-        from scipy.special import logsumexp
-
-        return logsumexp(np.stack(parts), axis=0) - math.log(len(parts))
+        return log_mean_exp([m.log_prob(log_prot, context, check_domain=False) for m in self.members])
 
     def cdf(self, log_prot, context):
         """Mixture CDF: the mean of the members' CDFs."""
@@ -124,8 +118,7 @@ class FlowEnsemble(RotationModel):
         return y.numpy() if as_numpy else y.to(self.dtype)
 
     def _grid_chunk(self, y, star, ages):
-        parts = torch.stack([m._grid_chunk(y, star, ages) for m in self.members])
-        return torch.logsumexp(parts, dim=0) - math.log(len(self.members))
+        return log_mean_exp([m._grid_chunk(y, star, ages) for m in self.members])
 
     def member_log_prob_grid(self, log_prot, bprp0, log10_e_bprp0, log10_age_myr, *, max_pairs: int | None = None,
                              device: Any = "cpu") -> np.ndarray:  # fmt: skip

@@ -43,6 +43,7 @@ __all__ = [
     "Standardization",
     "TrainingDomain",
     "build_model",
+    "log_mean_exp",
     "make_context",
 ]
 
@@ -76,6 +77,57 @@ def make_context(age_myr: Any, bprp0: Any, e_bprp0: Any) -> np.ndarray:
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.stack([np.log10(age), colour, np.log10(err)], axis=-1)
+
+
+def log_mean_exp(values: Any, axis: int = 0) -> Any:
+    """ln of the mean of ``exp(values)`` along ``axis``: ``logsumexp(values) - ln K``, with K the
+    length of that axis.
+
+    The log density of an equal-weight mixture (an ensemble) from its K members' log densities:
+    the one implementation of it, for numpy arrays (scipy's ``logsumexp``), torch tensors
+    (differentiable) and PyTensor variables (whose length along ``axis`` must be known when the
+    graph is built, as it is for ``pt.stack`` of K terms).
+
+    Parameters
+    ----------
+    values
+        The members' log densities, stacked along ``axis``; or a list or tuple of the K members'
+        arrays (stacked along ``axis`` here).
+    axis
+        The members' axis.
+
+    Returns
+    -------
+    numpy.ndarray, torch.Tensor or PyTensor variable
+        The same kind as ``values``, without ``axis``.
+    """
+    if isinstance(values, (list, tuple)):
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            values = torch.stack(list(values), dim=axis)
+        elif _is_pytensor(first):
+            import pytensor.tensor as pt
+
+            values = pt.stack(list(values), axis=axis)
+        else:
+            values = np.stack(values, axis=axis)
+    if isinstance(values, torch.Tensor):
+        return torch.logsumexp(values, dim=axis) - math.log(values.shape[axis])
+    if _is_pytensor(values):
+        import pytensor.tensor as pt
+
+        k = values.type.shape[axis]
+        if k is None:
+            raise ValueError("log_mean_exp needs the number of members (the length along axis) to be known in the graph")
+        return pt.logsumexp(values, axis=axis) - math.log(k)
+    from scipy.special import logsumexp
+
+    values = np.asarray(values)
+    return logsumexp(values, axis=axis) - math.log(values.shape[axis])
+
+
+def _is_pytensor(x: Any) -> bool:
+    return type(x).__module__.split(".", 1)[0] == "pytensor"
 
 
 @dataclass(frozen=True)

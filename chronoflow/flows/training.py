@@ -28,6 +28,7 @@ import torch
 from .._version import __version__
 from ..data.catalogue import REVISED_CLUSTERS, training_sample
 from ..errors import ChronoflowError
+from .card import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .flow import (
     FlowConfig,
     RotationModel,
@@ -37,7 +38,7 @@ from .flow import (
     make_context,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "catalogue_sha256", "evaluate", "fine_tune", "split_by_cluster", "train"]
+__all__ = ["TrainConfig", "TrainResult", "catalogue_sha256", "evaluate", "split_by_cluster", "train"]
 
 
 #: Resampling schemes of :attr:`TrainConfig.bootstrap`.
@@ -397,8 +398,8 @@ def train(
 
     whole_file = catalogue.attrs.get("n_rows") == len(catalogue)
     card = {
-        "format": "chronoflow-model",
-        "format_version": 2,
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "chronoflow_version": __version__,
         "torch_version": torch.__version__,
@@ -425,48 +426,3 @@ def train(
     final.card = card
     return TrainResult(model=final, baseline=base, card=card)
 
-
-def fine_tune(
-    model: RotationModel,
-    catalogue: pd.DataFrame,
-    *,
-    epochs: int = 20,
-    seed: int = 0,
-    learning_rate: float = 5e-4,
-    apply_cuts: bool = True,
-) -> RotationModel:
-    """Continue training a copy of ``model`` on ``catalogue`` for a fixed number of epochs.
-
-    A warm start for refits on perturbed data (e.g. shifted calibration ages): the copy keeps the
-    model's standardization and training domain, so its outputs stay comparable. Seeded and
-    single-threaded; the original model is not modified.
-
-    Parameters
-    ----------
-    model
-        The starting model.
-    catalogue
-        Training table (published cuts applied unless ``apply_cuts=False``).
-    epochs, seed, learning_rate
-        Fixed epoch count, seed of the batch order, Adam learning rate (cosine-decayed).
-
-    Returns
-    -------
-    RotationModel
-        The fine-tuned copy (eval mode, with a ``card`` noting its parent and settings).
-    """
-    df = training_sample(catalogue)[0] if apply_cuts else catalogue
-    df = df[df["BPRP_0"].notna() & df["e_BPRP_0"].notna()]
-    tuned = copy.deepcopy(model)
-    for p in tuned.parameters():
-        p.requires_grad_(True)
-    cfg = TrainConfig(seed=seed, learning_rate=learning_rate, max_epochs=epochs, threads=1)
-    with _threads(1):
-        tuned, _ = _fit(tuned, _arrays(df), None, cfg, epochs, None, "fine-tune")
-    for p in tuned.parameters():
-        p.requires_grad_(False)
-    parent = getattr(model, "card", {}) or {}
-    tuned.card = {**parent, "fine_tuned_from": parent.get("weights_sha256"),
-                  "fine_tune": {"epochs": epochs, "seed": seed, "learning_rate": learning_rate,
-                                "catalogue_sha256": catalogue_sha256(catalogue)}}  # fmt: skip
-    return tuned

@@ -34,9 +34,10 @@ from ..data.catalogue import training_sample
 from ..data.tables import like_input, to_frame
 from ..errors import ChronoflowError, DomainError
 from ..flows.artifact import resolve_model
+from ..flows.card import model_name
 from ..flows.device import Device, resolve_device
 from ..flows.ensemble import member_log_prob_grid, n_members
-from ..flows.flow import RotationModel
+from ..flows.flow import RotationModel, log_mean_exp
 from .likelihood import (
     DEFAULT_BACKGROUND,
     OUT_OF_DOMAIN_FLAGS,
@@ -80,11 +81,6 @@ __all__ = [
     "star_error_model",
     "star_flags",
 ]
-
-
-def _model_name(model: RotationModel) -> str:
-    card = getattr(model, "card", {}) or {}
-    return f"{card.get('weights_sha256', 'untracked')[:12]} ({card.get('created', 'no card')})"
 
 
 def model_error_curve(model: RotationModel) -> ModelErrorCurve | None:
@@ -604,7 +600,7 @@ def cluster_age(
     def mixture(member_ll):
         """Per-star outlier mixture of the ensemble density, and each member's: ``[S, A]``, ``[K, S, A]``;
         and each star's log w p_flow term ``[S, A]``."""
-        mix_ll = member_ll[0] if k_members == 1 else logsumexp(member_ll, axis=0) - math.log(k_members)
+        mix_ll = member_ll[0] if k_members == 1 else log_mean_exp(member_ll)
         per_member = mixture_terms(member_ll, p_mem, f_out, log_bg)[1] if k_members > 1 else None
         log_member, log_total = mixture_terms(mix_ll, p_mem, f_out, log_bg)
         return log_total, per_member, log_member
@@ -659,7 +655,7 @@ def cluster_age(
         "f_out": f_out, "membership": membership, "background": background if not callable(background) else "callable",
         "prior": prior if isinstance(prior, str) else "callable", "method": method, "cuts": cut_report, "by": by,
     }  # fmt: skip
-    return ClusterAge(name, grid, posterior, summary, like_input(stars, origin), len(stars), n_used, _model_name(model), settings,
+    return ClusterAge(name, grid, posterior, summary, like_input(stars, origin), len(stars), n_used, model_name(model), settings,
                       error_dex=error_dex, flag=age_flag,
                       member_medians=None if member_medians is None else [float(v) for v in member_medians])
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import DomainError
 from ..flows.artifact import resolve_model
+from ..flows.card import model_name
 from ..flows.device import Device, resolve_device
 from ..flows.flow import RotationModel
 from .ages import star_ages, star_error_model
@@ -243,12 +244,6 @@ def _myr(x: float) -> str:
     return f"{x:.3g}" if x < 100 else f"{x:.0f}"
 
 
-def _model_name(model: RotationModel) -> str:
-    """The identifier ClusterAge.model carries: weights checksum and creation date."""
-    card = getattr(model, "card", {}) or {}
-    return f"{card.get('weights_sha256', 'untracked')[:12]} ({card.get('created', 'no card')})"
-
-
 def star_age(
     prot: Any,
     bprp0: Any,
@@ -331,4 +326,4 @@ def star_age(
     summary = {k: float(r[f"log10_age_{k}"]) for k in LEVELS}
     summary["map"] = float(r["log10_age_map"])
     summary.update({f"stat_{k}": float(r[f"log10_age_stat_{k}"]) for k in LEVELS})
-    return StarAge(p, c, e, ep, rw, summary, str(r["flag"]), age_grid(), honest[0], stat[0], _model_name(flow), flow)
+    return StarAge(p, c, e, ep, rw, summary, str(r["flag"]), age_grid(), honest[0], stat[0], model_name(flow), flow)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.catalogue import CSV_READ_OPTIONS, check_table_file
+from ..data.catalogue import CSV_NULL, CSV_READ_OPTIONS, check_table_file
 from ..errors import ChronoflowError, first_line
 from ..flows.artifact import resolve_model
 from ..flows.flow import RotationModel
@@ -204,7 +204,7 @@ class _Writer:
     def write(self, frame: pd.DataFrame) -> None:
         if self.suffix == ".csv":
             frame.to_csv(self.path, mode="w" if self._schema is None else "a", header=self._schema is None,
-                         index=False, na_rep="NULL")  # fmt: skip
+                         index=False, na_rep=CSV_NULL)  # fmt: skip
             self._schema = True
             return
         import pyarrow as pa

@@ -1,17 +1,33 @@
-"""The grid path as it was before the bins-first spline (chronoflow 6d1ab54), kept only so that
-``bench_ages.py`` can measure the new path against it side by side in one run. Not used by the
-package.
+"""The grid path as it was before the bins-first spline (chronoflow 6d1ab54), against the
+package's, side by side in one run on the shipped ensemble:
+
+    python experiments/legacy_grid.py [--catalogue PATH] [--threads 2] [--repeat 3]
+
+prints the fast cluster age of Praesepe and the single-star ages of the whole catalogue, each
+with the current grid path and with the previous one (bins last, addmm, chunks of 262,144
+star-age pairs, patched into ``SplineFlow`` within :func:`legacy_grid`), and the ratios. The
+figures are recorded in docs/performance.md. Not used by the package.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import timeit
 from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
 
+import chronoflow as cf
+from chronoflow.flows.artifact import load_model
 from chronoflow.flows.flow import RotationModel, SplineFlow
+from chronoflow.inference import ages as _ages
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rq_spline_forward(x: torch.Tensor, params: torch.Tensor, n_bins: int, bound: float, scale: float):
@@ -95,3 +111,38 @@ def legacy_grid():
         yield
     finally:
         SplineFlow._grid_chunk, RotationModel.log_prob_grid = new_chunk, new_grid
+
+
+def best_of(fn, repeat: int) -> float:
+    """Best wall-clock time [s] of ``repeat`` calls (garbage collection on, as in the package)."""
+    return min(timeit.repeat(fn, setup="import gc; gc.enable()", number=1, repeat=repeat))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalogue", default=os.environ.get("CHRONOFLOW_CATALOGUE", ROOT.parent / "shared/catalogs/prot_catalogue.csv"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cluster_age = partial(_ages.cluster_age, device="cpu")
+    star_ages = partial(_ages.star_ages, device="cpu")
+    df = cf.load_catalogue(args.catalogue)
+    model = load_model()
+    n = len(df)
+    cluster_age(df, "Praesepe", model=model)  # warm up
+    t_cluster = best_of(lambda: cluster_age(df, "Praesepe", model=model), args.repeat)
+    t_stars = best_of(lambda: star_ages(df, model=model), args.repeat)
+    with legacy_grid():
+        t_c_old = best_of(lambda: cluster_age(df, "Praesepe", model=model), args.repeat)
+        t_s_old = best_of(lambda: star_ages(df, model=model), 1)
+    print(f"chronoflow {cf.__version__}, torch {torch.__version__}, {args.threads} thread{'s' * (args.threads > 1)}; "
+          f"model {model.n_parameters()} parameters")
+    print(f"current grid path: Praesepe {t_cluster:.3f} s, single stars {n / t_stars:.0f} stars/s")
+    print(f"previous grid path on the same ensemble: Praesepe {t_c_old:.3f} s, single stars {n / t_s_old:.0f} "
+          f"stars/s -> the bins-first path is {t_c_old / t_cluster:.2f}x (cluster) and {t_s_old / t_stars:.2f}x "
+          f"(stars) faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@ one run: the shipped ensemble's single-star ages of the whole catalogue with the
 hidden-layer products in float32 (the package) and in bfloat16 (an experiment), their speed and
 how far each falls from the dense float32 ages.
 
-    python benchmarks/bf16_grid.py [--catalogue PATH] [--threads 2] [--repeat 3]
+    python experiments/bf16_grid.py [--catalogue PATH] [--threads 2] [--repeat 3]
 
 Only the hidden x hidden and hidden x output products of each context network run in bfloat16
 (inputs and weights rounded to bfloat16, accumulated by the CPU's bfloat16 kernels, results back

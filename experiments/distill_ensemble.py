@@ -2,7 +2,7 @@
 measure, side by side in one run, its single-star speed and how far its ages fall from the
 ensemble's dense (exact) ages over the whole catalogue.
 
-    python benchmarks/distill_ensemble.py [--catalogue PATH] [--rounds 4] [--epochs 25] [--seed 0]
+    python experiments/distill_ensemble.py [--catalogue PATH] [--rounds 4] [--epochs 25] [--seed 0]
 
 The student has the members' architecture and starts from the first member's weights. It never
 sees a catalogue star: it is trained on synthetic stars, whose colour and colour error are those
