@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,19 @@ def pytest_configure(config):
         threads = max(1, torch.get_num_threads() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA GPU that torch sees; without one they are skipped."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); torch sees none")
+        for item in gpu_tests:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +106,41 @@ def make_toy_catalogue(n_per_cluster: int = 60, seed: int = 0):
 @pytest.fixture
 def toy_catalogue():
     return make_toy_catalogue()
+
+
+@pytest.fixture
+def run_cli():
+    """Run the ``chronoflow`` command line in this process, as the console script does.
+
+    ``run_cli("age-stars", "s.csv", "--out", "o.csv")`` calls :func:`chronoflow.cli.main`, the
+    console script's entry point (the wrapper that prints a user error as one line on stderr and
+    exits with status 2), with those arguments in ``sys.argv``, inside typer's ``CliRunner``
+    isolation (stdout and stderr captured apart). It returns a ``subprocess.CompletedProcess``
+    (``returncode``, ``stdout``, ``stderr``) as ``subprocess.run`` would, without the seconds a
+    new interpreter spends importing torch and loading the model. An exception that ``main``
+    does not turn into an exit status (a traceback, status 1 for a user) propagates and fails the
+    test. tests/test_cli.py keeps one test of the installed console script in a subprocess.
+    """
+    from typer.testing import CliRunner
+
+    from chronoflow.cli import main
+
+    def run(*args, env=None):
+        argv = ["chronoflow", *map(str, args)]
+        runner = CliRunner()
+        saved_argv = sys.argv
+        with runner.isolation(env=env) as (stdout, stderr, _):
+            sys.argv = argv
+            try:
+                main()
+                code = 0
+            except SystemExit as stop:
+                code = 0 if stop.code is None else stop.code
+            finally:
+                sys.argv = saved_argv
+                sys.stdout.flush()
+                sys.stderr.flush()
+            out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    return run

@@ -1,9 +1,14 @@
-"""CLI: version, help, one-line errors."""
+"""CLI: version, help, one-line errors.
+
+The commands run in this process through the console script's entry point (the ``run_cli``
+fixture of conftest.py); one test runs the installed ``chronoflow`` script in a subprocess."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,61 +16,79 @@ import pytest
 from chronoflow import __version__
 
 
-def _run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "chronoflow.cli", *args], capture_output=True, text=True, env=env)
+def _console_script() -> str:
+    """The installed ``chronoflow`` script: beside this interpreter (the virtual environment), else on PATH."""
+    beside = Path(sys.executable).with_name("chronoflow")
+    found = str(beside) if beside.is_file() else shutil.which("chronoflow")
+    if found is None:
+        pytest.fail("the chronoflow console script is not installed (pip install -e .)")
+    return found
 
 
-def test_version_and_help():
-    res = _run("--version")
+def test_installed_console_script_end_to_end(tmp_path):
+    """The one test that runs the real script in a new process: its version, and a user error as
+    one line on stderr with exit status 2 and no traceback."""
+    script = _console_script()
+    res = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"chronoflow {__version__}", res.stderr
+    res = subprocess.run([script, "catalogue", "check", str(tmp_path / "missing.csv")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.strip().startswith("error: catalogue file not found")
+
+
+def test_version_and_help(run_cli):
+    res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"chronoflow {__version__}"
-    res = _run("--help")
+    res = run_cli("--help")
     assert res.returncode == 0 and "catalogue" in res.stdout
 
 
-def test_error_is_one_line_without_traceback(tmp_path):
-    res = _run("catalogue", "check", str(tmp_path / "missing.csv"))
+def test_error_is_one_line_without_traceback(run_cli, tmp_path):
+    res = run_cli("catalogue", "check", str(tmp_path / "missing.csv"))
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().startswith("error: catalogue file not found")
 
 
 @pytest.mark.parametrize("args", [("sweep", "--bogus"), ("nosuchcmd",), ("age-cluster", "--cluster")])
-def test_usage_errors_show_the_usage_line_and_exit_2(args):
+def test_usage_errors_show_the_usage_line_and_exit_2(run_cli, args):
     # with the installed typer, whose vendored click raises its own exception types
-    res = _run(*args)
+    res = run_cli(*args)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert "Usage:" in res.stderr or "Error:" in res.stderr
     assert len(res.stderr.strip().splitlines()) <= 4
 
 
-def test_error_messages_keep_text_in_square_brackets(tmp_path):
+def test_error_messages_keep_text_in_square_brackets(run_cli, tmp_path):
     path = tmp_path / "stars.csv"
     pd.DataFrame({"Prot": [5.0], "colour": [1.0]}).to_csv(path, index=False)
-    res = _run("age-stars", str(path), "--out", str(tmp_path / "out.csv"))
+    res = run_cli("age-stars", str(path), "--out", str(tmp_path / "out.csv"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "Prot [d], BPRP_0 [mag] and e_BPRP_0 [mag]" in " ".join(res.stderr.split())
 
 
-def test_catalogue_summary(catalogue_path):
-    res = _run("catalogue", "summary", str(catalogue_path))
+def test_catalogue_summary(run_cli, catalogue_path):
+    res = run_cli("catalogue", "summary", str(catalogue_path))
     assert res.returncode == 0, res.stderr
     assert "Pleiades" in res.stdout and "7271" in res.stdout
 
 
-def test_age_cluster_prints_the_total_interval_beside_the_statistical_one(catalogue_path):
-    res = _run("age-cluster", str(catalogue_path), "--cluster", "Praesepe")
+def test_age_cluster_prints_the_total_interval_beside_the_statistical_one(run_cli, catalogue_path):
+    res = run_cli("age-cluster", str(catalogue_path), "--cluster", "Praesepe")
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "16-84 %:" in out and "total interval:" in out
     assert "error [dex]: statistical" in out and "model" in out and "total" in out
     # M67 is the oldest calibrator: its interval reaches beyond, and the output says so
-    res = _run("age-cluster", str(catalogue_path), "--cluster", "M67")
+    res = run_cli("age-cluster", str(catalogue_path), "--cluster", "M67")
     assert res.returncode == 0 and "flag:" in res.stdout and "age_above_calibration" in res.stdout
 
 
-def test_model_info_shows_the_ensemble_and_its_model_error():
-    res = _run("model", "info")
+def test_model_info_shows_the_ensemble_and_its_model_error(run_cli):
+    res = run_cli("model", "info")
     assert res.returncode == 0, res.stderr
     assert "ensemble" in res.stdout and "members" in res.stdout
     assert "model error" in res.stdout and "leave-one-out" in res.stdout
@@ -78,11 +101,11 @@ def test_model_info_shows_the_ensemble_and_its_model_error():
         (("--f-out", "1.5"), "--f-out must be in [0, 1), got 1.5"),
     ],
 )
-def test_errors_speak_the_words_of_the_command_line(tmp_path, args, expected):
+def test_errors_speak_the_words_of_the_command_line(run_cli, tmp_path, args, expected):
     """An error raised by the Python API names the CLI option, not the Python argument."""
     src = tmp_path / "one.csv"
     pd.DataFrame({"Prot": [8.0], "BPRP_0": [1.2], "e_BPRP_0": [0.02], "cluster": ["a"]}).to_csv(src, index=False)
-    res = _run("age-cluster", str(src), *args)
+    res = run_cli("age-cluster", str(src), *args)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and expected in res.stderr
     assert "membership=None" not in res.stderr and "f_out" not in res.stderr
@@ -96,14 +119,14 @@ def test_in_cli_words_leaves_other_text_alone():
     assert in_cli_words("choose one with cluster=NAME") == "choose one with --cluster NAME"
 
 
-def test_age_stars_keeps_out_of_domain_rows_without_an_age_unless_asked(tmp_path):
+def test_age_stars_keeps_out_of_domain_rows_without_an_age_unless_asked(run_cli, tmp_path):
     src, dst = tmp_path / "stars.csv", tmp_path / "ages.csv"
     pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 4.5], "e_BPRP_0": [0.02, 0.02, 0.02]}).to_csv(src, index=False)
-    assert _run("age-stars", str(src), "--out", str(dst), "--no-progress").returncode == 0
+    assert run_cli("age-stars", str(src), "--out", str(dst), "--no-progress").returncode == 0
     out = pd.read_csv(dst, na_values="NULL")
     assert out["flag"].fillna("").tolist() == ["", "period_outside_domain", "colour_outside_domain"]
     assert out["log10_age_median"].notna().tolist() == [True, False, False]
-    assert _run("age-stars", str(src), "--out", str(dst), "--no-progress", "--include-out-of-domain").returncode == 0
+    assert run_cli("age-stars", str(src), "--out", str(dst), "--no-progress", "--include-out-of-domain").returncode == 0
     assert pd.read_csv(dst, na_values="NULL")["log10_age_median"].notna().all()
 
 
@@ -152,9 +175,9 @@ def test_train_defaults_to_the_package_ensemble_size(tmp_path, catalogue_path, m
     assert seen == [ensemble.DEFAULT_MEMBERS, 2]
 
 
-def test_validate_coverage_writes_both_single_star_priors(tmp_path):
+def test_validate_coverage_writes_both_single_star_priors(run_cli, tmp_path):
     out = tmp_path / "coverage.md"
-    res = _run("validate", "coverage", "--n-clusters", "3", "--n-stars", "20", "--n-single", "50", "--out", str(out))
+    res = run_cli("validate", "coverage", "--n-clusters", "3", "--n-stars", "20", "--n-single", "50", "--out", str(out))
     assert res.returncode == 0, res.stderr
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "sample" not in line]
     assert [r.split(" | ")[0] for r in rows] == ["| clusters (20 rows, field 0.1, outliers 0.05)",
@@ -274,10 +297,10 @@ def test_errors_are_worded_with_the_running_commands_options():
     assert in_cli_words("f_out must be in [0, 1)", ["age-cluster", "x.csv"]) == "--f-out must be in [0, 1)"
 
 
-def test_age_stars_counts_aged_stars_not_rows(tmp_path):
+def test_age_stars_counts_aged_stars_not_rows(run_cli, tmp_path):
     src, dst = tmp_path / "s.csv", tmp_path / "o.csv"
     pd.DataFrame({"Prot": [8.0, 500.0, 8.0], "BPRP_0": [1.2, 1.2, 1.0], "e_BPRP_0": [0.02] * 3}).to_csv(src, index=False)
-    res = _run("age-stars", str(src), "--out", str(dst), "--no-progress")
+    res = run_cli("age-stars", str(src), "--out", str(dst), "--no-progress")
     assert res.returncode == 0 and "aged 2 of 3 rows (1 without an age" in " ".join(res.stdout.split())
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,8 +11,6 @@ import chronoflow as cf
 from chronoflow.errors import DomainError
 from chronoflow.flows.artifact import load_model
 from chronoflow.flows.device import default_max_pairs, resolve_device
-
-HAS_CUDA = torch.cuda.is_available()
 
 
 def _stars(n=40, seed=3):
@@ -76,16 +71,14 @@ def test_copies_on_other_devices_do_not_survive_an_age_shift():
     model.__dict__["_device_copies"] = {}
 
 
-def test_cli_refuses_a_bad_device_in_one_line(tmp_path):
+def test_cli_refuses_a_bad_device_in_one_line(run_cli, tmp_path):
     path = tmp_path / "stars.csv"
     _stars(5).to_csv(path, index=False)
-    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-stars", str(path), "--out", str(tmp_path / "o.csv"),
-                          "--scheduler", "memory", "--device", "tpu"], capture_output=True, text=True)  # fmt: skip
+    res = run_cli("age-stars", str(path), "--out", str(tmp_path / "o.csv"), "--scheduler", "memory", "--device", "tpu")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == "error: unknown device 'tpu'; allowed: 'auto', 'cpu', 'cuda' or 'cuda:N'"
     # the hierarchical method builds its per-star tables on the device, so it checks it too
-    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "age-cluster", str(path), "--method", "full", "--device", "tpu"],
-                         capture_output=True, text=True)  # fmt: skip
+    res = run_cli("age-cluster", str(path), "--method", "full", "--device", "tpu")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == "error: unknown device 'tpu'; allowed: 'auto', 'cpu', 'cuda' or 'cuda:N'"
 
@@ -111,7 +104,7 @@ def test_hierarchical_tables_are_built_on_the_given_device(monkeypatch):
     assert len(seen) == 1  # refused before any flow evaluation
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.gpu  # skipped without a CUDA GPU (conftest.py)
 def test_gpu_ages_equal_cpu_ages(catalogue):
     cols = ["log10_age_p16", "log10_age_median", "log10_age_p84"]
     stars = catalogue.sample(2000, random_state=0)
@@ -122,7 +115,7 @@ def test_gpu_ages_equal_cpu_ages(catalogue):
         assert abs(a.summary[key] - b.summary[key]) < 1e-4
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.gpu  # skipped without a CUDA GPU (conftest.py)
 def test_gpu_tables_equal_cpu_tables():
     from chronoflow.flows.flow_ops import StarTables
 

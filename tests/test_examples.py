@@ -12,6 +12,7 @@ import pytest
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 
 
+@pytest.mark.slow  # 25 s to 2 min each; CI runs them (its command does not deselect slow)
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(script, catalogue_path, tmp_path):
     # The limit only guards against a hang; it is not a speed check. Alone, the slowest example

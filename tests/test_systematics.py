@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -349,14 +347,13 @@ def test_a_component_whose_every_variant_fails_is_named_not_dropped(model, catal
     assert np.isfinite(res.component("total")["systematic_dex"])
 
 
-def test_cli_json_is_the_budget_of_the_same_sweep_in_python(catalogue_path, model):
+def test_cli_json_is_the_budget_of_the_same_sweep_in_python(run_cli, catalogue_path, model):
     """The CLI passes its options on: its JSON equals the Python budget of the same options (the
     non-default widths show they are not the defaults)."""
     from chronoflow.data.catalogue import read_table
 
-    res = subprocess.run([sys.executable, "-m", "chronoflow.cli", "sweep", str(catalogue_path), "--cluster", "NGC6811",
-                          "--reddening-sigma", "0.05", "--age-scale", "0.2", "--no-refits", "--json"],
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    res = run_cli("sweep", str(catalogue_path), "--cluster", "NGC6811", "--reddening-sigma", "0.05", "--age-scale", "0.2",
+                  "--no-refits", "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)
     api = systematics_sweep(read_table(catalogue_path), "NGC6811", model=model, reddening_sigma=0.05, age_scale_dex=0.2,
@@ -366,8 +363,8 @@ def test_cli_json_is_the_budget_of_the_same_sweep_in_python(catalogue_path, mode
     assert payload["settings"]["reddening_sigma_mag"] == 0.05 and payload["settings"]["age_scale_dex"] == 0.2
     assert payload["settings"]["n_calibration"] == 0 and "calibration" not in payload["components"]  # --no-refits
 
-    # The same computation in another process; only the float reduction order of torch's threads
-    # can differ (a test earlier in this worker may have changed its thread count). The ages agree
+    # The same computation through the command line; only the float reduction order of torch's
+    # threads can differ (a test earlier in this worker may have changed its thread count). The ages agree
     # to ~1e-10 dex; a component is a difference of two such ages, so it is compared to 1e-9 dex
     # absolute (measured: 1.0e-10 dex apart, on a 0.00097 dex component).
     def same(got, want):
