@@ -253,8 +253,31 @@ def test_many_clusters_and_subgroups(model, catalogue):
 
 
 def test_inference_data(model, catalogue):
-    idata = cluster_age(catalogue, "Hyades", model=model).to_inference_data(n_draws=500, seed=1)
-    assert idata.posterior["log10_age"].shape == (1, 500)
+    """The draws follow the grid posterior: its 16/50/84 % points, and its whole CDF (KS test)."""
+    from scipy import stats
+
+    from chronoflow.inference.posterior import cdf
+
+    res = cluster_age(catalogue, "Hyades", model=model)
+    n = 4000
+    idata = res.to_inference_data(n_draws=n, seed=1)
+    draws = idata.posterior["log10_age"].to_numpy()
+    assert draws.shape == (1, n) and idata.attrs["cluster"] == "Hyades"
+    draws = draws[0]
+    assert res.grid[0] <= draws.min() and draws.max() <= res.grid[-1]
+    # The share of draws below each reported percentile is binomial: sd sqrt(q (1 - q) / n) <= 0.0079
+    # for n = 4000; allow 4 sd. (A quantile comparison in dex would need the density; this does not.)
+    for q, key in ((0.16, "p16"), (0.5, "median"), (0.84, "p84")):
+        share = np.mean(draws <= res.summary[key])
+        assert share == pytest.approx(q, abs=4 * np.sqrt(q * (1 - q) / n)), (key, share)
+    grid_cdf = cdf(res.posterior, res.grid)
+    assert stats.kstest(draws, lambda v: np.interp(v, res.grid, grid_cdf)).pvalue > 1e-3
+    # seeded: the same seed gives the same draws, another seed other draws (from the same posterior)
+    same = res.to_inference_data(n_draws=n, seed=1).posterior["log10_age"].to_numpy()[0]
+    other = res.to_inference_data(n_draws=n, seed=2).posterior["log10_age"].to_numpy()[0]
+    np.testing.assert_array_equal(draws, same)
+    assert not np.any(draws == other)
+    assert stats.ks_2samp(draws, other).pvalue > 1e-3
 
 
 def _cli(*args, env=None):

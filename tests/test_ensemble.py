@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from chronoflow.inference.ages import cluster_age, star_ages
-from chronoflow.flows.artifact import load_model, save_model
+from chronoflow.flows.artifact import load_model, save_model, weights_sha256
 from chronoflow.flows.ensemble import FlowEnsemble, member_log_prob_grid, train_ensemble
 from chronoflow.errors import ChronoflowError
 from chronoflow.flows.flow import FlowConfig, make_context
@@ -102,10 +102,35 @@ def test_cluster_age_reports_ensemble_spread_and_errors(toy_ensemble):
 
 
 def test_star_ages_use_the_mixture(toy_ensemble):
+    """A star's posterior is the prior times the mixture likelihood, mean_k p_k: computed here from
+    the members' own (nflows) log_prob on the same grid, independently of the ensemble's grid path."""
+    from chronoflow.inference.posterior import age_grid, quantiles
+
     cat, res = toy_ensemble
-    stars = cat.head(20)
-    a = star_ages(stars, model=res.model, include_out_of_domain=True)
-    assert a["log10_age_median"].notna().all() and len(a) == 20
+    ens = res.model
+    stars = cat.iloc[::60].head(7)  # one star of each toy cluster, 5 Myr to 3.5 Gyr
+    a, post = star_ages(stars, model=ens, include_out_of_domain=True, return_posteriors=True, method="dense", model_error=False)
+    grid = age_grid()
+    y = np.log10(stars["Prot"].to_numpy())
+    col = stars["BPRP_0"].to_numpy()
+    err = np.maximum(np.log10(stars["e_BPRP_0"].to_numpy()), ens.domain.log10_e_bprp0[0])  # the floor star_ages applies
+    ctx = np.stack(np.broadcast_arrays(grid[None, :], col[:, None], err[:, None]), axis=-1)  # [stars, ages, 3]
+    yy = np.broadcast_to(y[:, None], ctx.shape[:2]).copy()
+    each = np.stack([np.exp(m.log_prob(yy, ctx, check_domain=False)) for m in ens.members])  # [members, stars, ages]
+    like = each.mean(axis=0)  # the mixture; the log-flat prior is constant in log age
+    expected = like / np.trapezoid(like, grid, axis=1)[:, None]
+    # float32 flows: the fast grid path and nflows agree to ~1e-5 in ln p, so the densities to 1e-4 relative
+    assert np.isfinite(post).all() and a["flag"].str.contains("zero_likelihood").sum() == 0
+    np.testing.assert_allclose(post, expected, rtol=1e-4, atol=1e-6 * expected.max())
+    np.testing.assert_allclose(a["log10_age_median"], quantiles(expected, grid, (0.5,))[:, 0], atol=1e-4)
+    # the mixture median lies between the members' posterior medians, and is not member 0's
+    member_medians = quantiles(each / np.trapezoid(each, grid, axis=2)[..., None], grid, (0.5,))[..., 0]  # [members, stars]
+    med = a["log10_age_median"].to_numpy()
+    assert np.all(member_medians.min(axis=0) - 1e-3 <= med) and np.all(med <= member_medians.max(axis=0) + 1e-3)
+    assert np.abs(med - member_medians[0]).max() > 1e-2
+    # the default (adaptive grid, honest-error path without a calibrated term) gives the same medians to 0.005 dex
+    fast = star_ages(stars, model=ens, include_out_of_domain=True)
+    np.testing.assert_allclose(fast["log10_age_median"], med, atol=5e-3)
 
 
 def test_bad_ensemble_arguments(toy_catalogue):
@@ -128,6 +153,8 @@ def test_validate_loo_calibrates_the_model_error_into_the_card(toy_ensemble, tmp
     cat, res = toy_ensemble
     cat_path, model_path = tmp_path / "toy.csv", save_model(res.model, tmp_path / "ens.pt")
     cat.to_csv(cat_path, index=False)
+    parent_sha = load_model(model_path).card["weights_sha256"]  # the card save_model wrote: must exist
+    assert parent_sha == weights_sha256(res.model.state_dict())  # and be the hash of the trained weights
     out = tmp_path / "loo.md"
     run = CliRunner().invoke(app, ["validate", "loo", "--catalogue", str(cat_path), "--model", str(model_path), "--members", "2",
                                    "--subset", "1", "--jobs", "1", "--out", str(out), "--calibrate", str(model_path)])  # fmt: skip
@@ -145,7 +172,10 @@ def test_validate_loo_calibrates_the_model_error_into_the_card(toy_ensemble, tmp
     calibrated = load_model(model_path)
     assert calibrated.card["model_error"]["curve"]["n_clusters"] == 7
     assert calibrated.card["model_error"]["source"].startswith("chronoflow validate loo: architecture ")
-    assert calibrated.card["weights_sha256"] == res.model.card.get("weights_sha256", calibrated.card["weights_sha256"])
+    # calibration writes only the card: the weights, their hash and the densities are the parent's
+    assert calibrated.card["weights_sha256"] == parent_sha == weights_sha256(calibrated.state_dict())
+    ctx = make_context(np.array([30.0, 650.0]), np.array([1.0, 1.9]), 0.02)
+    np.testing.assert_array_equal(calibrated.log_prob(np.array([0.5, 1.1]), ctx), res.model.log_prob(np.array([0.5, 1.1]), ctx))
     age = cluster_age(cat, "D", model=calibrated)
     assert "model_error_uncalibrated" not in age.flag and age.error_dex["calibrated"] >= 0
     assert age.error_dex["model"] >= age.error_dex["ensemble"]
